@@ -1,0 +1,18 @@
+"""senet: Squeeze-and-Excitation Networks (Hu et al., CVPR 2018 / TPAMI 2019) for PyTorch."""
+
+from senet.complexity import Complexity, complexity
+from senet.layers import SEConfig, SqueezeExcite
+from senet.models import create_model, list_models, model_info
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Complexity",
+    "SEConfig",
+    "SqueezeExcite",
+    "complexity",
+    "create_model",
+    "list_models",
+    "model_info",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""The ``senet`` command line. Thin: every command calls the library."""

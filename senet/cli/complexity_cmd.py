@@ -1,0 +1,67 @@
+"""``senet complexity``: params and FLOPs of a model, or of every row of the paper's tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "params and GFLOPs of a model, or (--paper) every paper row beside the measured figures"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="a registered model name")
+    p.add_argument("--paper", action="store_true", help="compare every paper row; exit 1 if one is >1%% off")
+    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
+    p.add_argument("--set", dest="kwargs", action="append", default=[], metavar="KEY=VALUE",
+                   help="model keyword, value parsed as JSON when it can be (e.g. reduction=8)")
+
+
+def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
+    width = int(spec.split(".")[0].lstrip("+"))
+    return "-".rjust(width + len(suffix)) if x is None else format(x, spec) + suffix
+
+
+def _parse_kwargs(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from senet.complexity import complexity
+    from senet.models import create_model, model_info
+    from senet.paper import TOLERANCE, compare
+
+    if args.paper:
+        print(f"{'table':>5}  {'row':<16} {'model':<22} {'params M':>9} {'paper':>6} {'diff':>7}"
+              f" {'GFLOPs':>7} {'paper':>6} {'diff':>7}  ok")
+        bad = 0
+        for c in compare():
+            bad += not c.ok
+            pd = None if c.params_diff is None else 100 * c.params_diff
+            gd = None if c.gflops_diff is None else 100 * c.gflops_diff
+            print(f"{c.row.table:>5}  {c.row.label:<16} {c.row.model:<22} {c.params_m:9.2f} "
+                  f"{_fmt(c.row.params_m, '6.1f')} {_fmt(pd, '+6.2f', '%')} {c.gflops:7.3f} "
+                  f"{_fmt(c.row.gflops, '6.2f')} {_fmt(gd, '+6.2f', '%')}  {'yes' if c.ok else 'NO'}"
+                  + (f"  ({c.row.note})" if c.row.note else ""))
+        print(f"{bad} row(s) more than {TOLERANCE:.0%} off the paper")
+        return 1 if bad else 0
+    if not args.model:
+        raise ValueError("give a model name or --paper")
+    info = model_info(args.model)
+    size = info.input_size if args.input_size is None else (3, args.input_size, args.input_size)
+    with torch.device("meta"):
+        model = create_model(args.model, **_parse_kwargs(args.kwargs))
+    c = complexity(model, size)
+    print(f"{args.model}: {c.params:,} params ({c.mparams:.2f} M), {c.flops:,} FLOPs ({c.gflops:.3f} G) "
+          f"at {size[1]}x{size[2]}")
+    return 0

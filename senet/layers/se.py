@@ -1,0 +1,222 @@
+"""The Squeeze-and-Excitation block (Hu et al., TPAMI 2019, section 3).
+
+Given the output ``U`` (``C x H x W``) of a transformation ``F_tr``:
+
+* squeeze, eq. 2: ``z_c = 1/(H W) sum_ij u_c(i, j)`` (global average pooling; Table 11
+  also studies max pooling, Table 16 removes the pooling altogether: "NoSqueeze");
+* excitation, eq. 3: ``s = sigma(W2 delta(W1 z))`` with ``W1: C/r x C``, ``W2: C x C/r``,
+  ``delta`` a ReLU and ``sigma`` the gate (sigmoid by default; Table 12 tries tanh and ReLU);
+* scale, eq. 4: ``x~_c = s_c * u_c``.
+
+This module is the project's only SE implementation. Blocks of every model family take an
+:class:`SEConfig` and ask it for an :class:`SqueezeExcite` where the placement wants one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SQUEEZES = ("avg", "max", "none")
+GATES = ("sigmoid", "tanh", "relu")
+PLACEMENTS = ("standard", "pre", "post", "identity", "conv3x3")
+
+#: ``create_model`` keyword -> :class:`SEConfig` field. These names are public API.
+SE_KWARGS = {
+    "reduction": "reduction",
+    "se_bias": "bias",
+    "squeeze": "squeeze",
+    "gate": "gate",
+    "placement": "placement",
+    "se_stages": "stages",
+    "se_divisor": "divisor",
+}
+
+
+def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
+
+
+def hidden_channels(channels: int, reduction: float, divisor: int | None = None) -> int:
+    """Width ``C/r`` of the excitation bottleneck.
+
+    The paper's parameter counts (Table 10) use ``floor(C / r)``: that is the default.
+    With ``divisor`` the width is rounded to the nearest multiple of ``divisor`` (never
+    below ``divisor`` nor below 90% of ``C/r``), as timm does with ``divisor=8``; useful
+    where ``C`` is small (16 channels on CIFAR give ``C/16 = 1``).
+    """
+    if not reduction > 0:
+        raise ValueError(f"reduction ratio r must be > 0, got {reduction!r}")
+    if divisor is None:
+        hidden = int(channels // reduction)
+    else:
+        if divisor < 1:
+            raise ValueError(f"se_divisor must be a positive integer or None, got {divisor!r}")
+        exact = channels / reduction
+        hidden = max(divisor, int(exact + divisor / 2) // divisor * divisor)
+        if hidden < 0.9 * exact:
+            hidden += divisor
+    if hidden < 1:
+        raise ValueError(
+            f"SE hidden size C/r = {channels}/{reduction} rounds to 0; "
+            f"use a reduction ratio <= {channels} or set se_divisor (e.g. 8)"
+        )
+    return hidden
+
+
+@dataclass(frozen=True)
+class SEConfig:
+    """How a model uses SE blocks. Field names map to ``create_model`` keywords by :data:`SE_KWARGS`.
+
+    Args:
+        reduction: the reduction ratio ``r`` (Table 10).
+        bias: biases of the two excitation layers (the paper's ablations drop them; the
+            released models keep them).
+        squeeze: ``"avg"`` (eq. 2), ``"max"`` (Table 11) or ``"none"`` (NoSqueeze, Table 16:
+            the two FC layers become 1x1 convolutions applied at every position).
+        gate: ``"sigmoid"``, ``"tanh"`` or ``"relu"`` (Table 12).
+        placement: where a residual block puts the SE block (Tables 14, 15):
+            ``"standard"`` on the residual branch before the sum; ``"pre"`` on the branch's
+            input; ``"post"`` after the sum and its ReLU; ``"identity"`` on the identity
+            path, in parallel with the branch; ``"conv3x3"`` inside the branch right after
+            the 3x3 convolution (and its BN and ReLU).
+        stages: the stages that get SE (Table 13), numbered as in the paper (the stem is
+            stage 1, ``conv2_x`` at 56x56 is stage 2 ...). ``None`` means every stage.
+        divisor: round the hidden width to a multiple of this (see :func:`hidden_channels`).
+    """
+
+    reduction: float = 16
+    bias: bool = True
+    squeeze: str = "avg"
+    gate: str = "sigmoid"
+    placement: str = "standard"
+    stages: tuple[int, ...] | None = None
+    divisor: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reduction, bool) or not isinstance(self.reduction, (int, float)):
+            raise ValueError(f"reduction ratio r must be a positive number, got {self.reduction!r}")
+        if not self.reduction > 0:
+            raise ValueError(f"reduction ratio r must be > 0, got {self.reduction!r}")
+        _choice("squeeze", self.squeeze, SQUEEZES)
+        _choice("gate", self.gate, GATES)
+        _choice("placement", self.placement, PLACEMENTS)
+        if self.stages is not None:
+            try:
+                stages = tuple(int(s) for s in self.stages)
+            except (TypeError, ValueError):
+                raise ValueError(f"se_stages must be a sequence of stage numbers, got {self.stages!r}") from None
+            object.__setattr__(self, "stages", stages)
+        if self.divisor is not None and (isinstance(self.divisor, bool) or int(self.divisor) < 1):
+            raise ValueError(f"se_divisor must be a positive integer or None, got {self.divisor!r}")
+
+    @classmethod
+    def pop_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Remove the SE keywords (``reduction``, ``se_bias`` ...) from ``kwargs`` and return them."""
+        return {key: kwargs.pop(key) for key in list(kwargs) if key in SE_KWARGS}
+
+    @classmethod
+    def from_kwargs(cls, se_kwargs: dict[str, Any], base: "SEConfig | None" = None) -> "SEConfig":
+        """Build a config from ``create_model`` keywords, on top of ``base`` (default: the paper's)."""
+        unknown = set(se_kwargs) - set(SE_KWARGS)
+        if unknown:
+            raise ValueError(f"unknown SE options {sorted(unknown)}; allowed: {sorted(SE_KWARGS)}")
+        return replace(base or cls(), **{SE_KWARGS[k]: v for k, v in se_kwargs.items()})
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_kwargs`: ``create_model`` keywords for this config."""
+        inverse = {v: k for k, v in SE_KWARGS.items()}
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[inverse[f.name]] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def check_stages(self, available: Iterable[int]) -> None:
+        """Raise ``ValueError`` if :attr:`stages` names a stage the model does not have."""
+        available = tuple(available)
+        if self.stages is None:
+            return
+        bad = [s for s in self.stages if s not in available]
+        if bad:
+            raise ValueError(
+                f"se_stages {list(self.stages)} names stage(s) {bad} that do not exist; "
+                f"this model's stages are {list(available)} (stage 1 is the stem)"
+            )
+
+    def in_stage(self, stage: int) -> bool:
+        return self.stages is None or stage in self.stages
+
+    def make(self, channels: int) -> "SqueezeExcite":
+        return SqueezeExcite(
+            channels, self.reduction, bias=self.bias, squeeze=self.squeeze, gate=self.gate, divisor=self.divisor
+        )
+
+
+_GATE_MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+class SqueezeExcite(nn.Module):
+    """One SE block over ``channels`` channels (eqs. 2-4).
+
+    ``fc1`` / ``fc2`` are stored as 1x1 convolutions (shapes ``[C/r, C, 1, 1]`` and
+    ``[C, C/r, 1, 1]``, the layout of the released models and of timm). After a pooling
+    squeeze they run as matrix products on the pooled vector, which is cheaper than a
+    convolution over a 1x1 map; with ``squeeze="none"`` they run as convolutions.
+
+    ``forward(u)`` returns ``u * s``; ``forward(u, residual)`` returns ``residual + u * s``
+    in one fused pass over memory (how residual blocks use it). The gate is the submodule
+    ``gate``: a forward hook on it sees the excitation ``s`` itself (paper section 7).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: float = 16,
+        *,
+        bias: bool = True,
+        squeeze: str = "avg",
+        gate: str = "sigmoid",
+        divisor: int | None = None,
+    ) -> None:
+        super().__init__()
+        _choice("squeeze", squeeze, SQUEEZES)
+        _choice("gate", gate, GATES)
+        self.channels = channels
+        self.hidden = hidden_channels(channels, reduction, divisor)
+        self.squeeze = squeeze
+        self.fc1 = nn.Conv2d(channels, self.hidden, 1, bias=bias)
+        self.fc2 = nn.Conv2d(self.hidden, channels, 1, bias=bias)
+        self.gate = _GATE_MODULES[gate]()
+
+    def excite(self, x: torch.Tensor) -> torch.Tensor:
+        """The excitation ``s`` for input ``x``: shape ``(N, C, 1, 1)``, or ``(N, C, H, W)`` for NoSqueeze."""
+        if self.squeeze == "none":
+            return self.gate(self.fc2(F.relu(self.fc1(x))))
+        z = x.mean((2, 3)) if self.squeeze == "avg" else x.amax((2, 3))
+        h = F.relu(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
+        s = self.gate(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))
+        return s[:, :, None, None]
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.excite(x)
+        if residual is None:
+            return x * s
+        return torch.addcmul(residual, x, s)
+
+    def flops(self, input_shape: torch.Size) -> int:
+        """Multiply-adds of one call for one image: squeeze, both FC layers and the scaling."""
+        c, h, w = input_shape[-3:]
+        fc = 2 * self.channels * self.hidden
+        if self.squeeze == "none":
+            return fc * h * w + c * h * w
+        return c * h * w + fc + c * h * w
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}->{self.hidden}->{self.channels}, squeeze={self.squeeze}"

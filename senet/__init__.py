@@ -3,6 +3,7 @@
 from senet.complexity import Complexity, complexity
 from senet.layers import SEConfig, SqueezeExcite
 from senet.models import create_model, list_models, model_info
+from senet.weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 
@@ -13,6 +14,8 @@ __all__ = [
     "complexity",
     "create_model",
     "list_models",
+    "load_weights",
     "model_info",
+    "save_weights",
     "__version__",
 ]

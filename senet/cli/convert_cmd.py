@@ -1,0 +1,37 @@
+"""``senet convert SRC DST``: a timm / Cadene / senet checkpoint to senet-native ``.safetensors``."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "convert a timm or Cadene (pretrainedmodels) checkpoint to senet-native .safetensors"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="checkpoint to read (.pth/.pt/.bin, torch.load with weights_only=True, or .safetensors)")
+    p.add_argument("dst", help="senet .safetensors file to write")
+    p.add_argument("--model", default=None,
+                   help="senet model name (default: inferred from the checkpoint's names and shapes)")
+    p.add_argument("--set", dest="kwargs", action="append", default=[], metavar="KEY=VALUE",
+                   help="model keyword overriding the checkpoint's layout, value parsed as JSON when it can be")
+    p.add_argument("--classes", default=None, metavar="FILE", help="text file with one class name per line")
+    p.add_argument("--mean", type=float, nargs="+", default=None, help="input normalisation mean to record")
+    p.add_argument("--std", type=float, nargs="+", default=None, help="input normalisation std to record")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from senet.cli.complexity_cmd import _parse_kwargs
+    from senet.weights import convert_weights
+
+    classes = None
+    if args.classes:
+        classes = [line.strip() for line in Path(args.classes).read_text().splitlines() if line.strip()]
+    model = convert_weights(args.src, args.dst, model=args.model, classes=classes, mean=args.mean, std=args.std,
+                            **_parse_kwargs(args.kwargs))
+    spec = model.senet_spec
+    source = model.senet_weights.format
+    extra = ", ".join(f"{k}={v!r}" for k, v in spec.kwargs.items())
+    print(f"wrote {args.dst}: {spec.name} ({extra}) from {source} weights in {args.src}")
+    return 0

@@ -1,0 +1,185 @@
+"""Reading and writing weight files without ever executing code from them.
+
+* ``.safetensors`` files are read with :mod:`safetensors` (a JSON header and raw tensor
+  bytes: nothing to execute). The file type is sniffed from its first bytes, not its name.
+* Anything else goes through ``torch.load(..., weights_only=True)``, whose unpickler only
+  rebuilds tensors and plain containers. A pickle that asks for any other global (for
+  example ``os.system``) is refused with a :class:`~senet.errors.WeightsError`.
+* Files are written atomically: a temporary file in the destination folder, ``fsync``,
+  then ``os.replace``, so a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from senet.errors import WeightsError
+
+#: Keys under which training checkpoints keep the model's state dict, in order of preference.
+WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema")
+#: Prefixes added by ``DataParallel`` / ``DistributedDataParallel`` and ``torch.compile``.
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+
+# Harmless classes found in real training checkpoints (timm stores its argparse namespace).
+_SAFE_GLOBALS = [argparse.Namespace]
+_CODE_HINT = re.compile(r"(unsupported global[^\n]*|Unsupported global[^\n]*|Unsupported operand[^\n]*)", re.I)
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` starts like a safetensors file (8-byte header size, then a JSON object)."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+    return len(head) == 10 and head[8:10] in (b'{"', b"{}")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise WeightsError(f"{path}: no such weight file")
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder, expected a weight file (.safetensors, .pth, .pt, .bin)")
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a ``.safetensors`` file; a corrupt file is a ``WeightsError``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # SafetensorError, OSError, ...: all mean "this file cannot be read"
+        raise WeightsError(f"{path}: cannot read the safetensors file (truncated or corrupt?): {e}") from None
+    return tensors, metadata
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """Only the header metadata of a ``.safetensors`` file (no tensor is read)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise WeightsError(f"{path}: cannot read the safetensors file (truncated or corrupt?): {e}") from None
+
+
+def _code_detail(message: str) -> str:
+    m = _CODE_HINT.search(message)
+    return m.group(1).strip().rstrip(".") if m else "it needs objects other than tensors and plain containers"
+
+
+def read_torch(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file.
+
+    A pickle whose unpickling would import or call anything but tensor builders is refused:
+    nothing in it runs.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol")
+            # a file object, not a path: torch.load would hand any "*.safetensors" name to safetensors
+            with torch.serialization.safe_globals(_SAFE_GLOBALS), open(path, "rb") as f:
+                return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise WeightsError(
+            f"{path} is not a plain tensor checkpoint: refusing to execute code (weights_only=True): "
+            f"{_code_detail(str(e))}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path}: cannot read the checkpoint (truncated or corrupt?): {detail}") from None
+
+
+def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The flat ``name -> tensor`` dict inside ``obj``.
+
+    Accepts a state dict, a training checkpoint keeping it under one of :data:`WRAPPER_KEYS`,
+    and strips a ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile) prefix.
+    """
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{source}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+    if not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+        else:
+            keys = ", ".join(map(str, list(obj)[:8]))
+            raise WeightsError(
+                f"{source}: no tensors found; a checkpoint must be a state dict or keep one under "
+                f"{' / '.join(map(repr, WRAPPER_KEYS))} (top-level keys: {keys})"
+            )
+    state = dict(obj)
+    bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(f"{source}: entries that are not tensors: {', '.join(bad[:8])}"
+                           + (f" ... and {len(bad) - 8} more" if len(bad) > 8 else ""))
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in STRIP_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict and (safetensors) metadata of a weight file of any supported kind."""
+    path = Path(path)
+    _check_file(path)
+    if is_safetensors(path) or path.suffix == ".safetensors":
+        tensors, metadata = read_safetensors(path)
+        return unwrap_state_dict(tensors, str(path)), metadata
+    return unwrap_state_dict(read_torch(path), str(path)), {}
+
+
+def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Path:
+    """Write ``tensors`` and ``metadata`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise WeightsError(f"{path}: folder {folder} does not exist")
+    data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(data, tmp, metadata=dict(metadata))
+        # mkstemp makes the file private (0600); give it the mode a plain open() would
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable (POSIX); not possible everywhere
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+    return path

@@ -10,8 +10,9 @@ MODELS = senet.list_models()
 
 
 def _small_input(name: str, batch: int = 2) -> torch.Tensor:
-    c, h, w = senet.model_info(name).input_size
-    side = 32 if h <= 32 else 64
+    info = senet.model_info(name)
+    c, h, w = info.input_size
+    side = max(32 if h <= 32 else 64, info.min_input_size)
     return torch.randn(batch, c, side, side)
 
 

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["models", "complexity", "convert"]
+COMMANDS = ["train", "eval", "recipes", "models", "complexity", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:

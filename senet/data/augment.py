@@ -45,7 +45,9 @@ class GpuAugment:
         if any(not s > 0 for s in std):
             raise ValueError(f"std must be positive, got {tuple(std)}")
         if pad < 0 or cutout < 0 or (crop is not None and crop < 1):
-            raise ValueError(f"pad and cutout must be >= 0 and crop >= 1 or None, got pad={pad} crop={crop} cutout={cutout}")
+            raise ValueError(
+                f"pad and cutout must be >= 0 and crop >= 1 or None, got pad={pad} crop={crop} cutout={cutout}"
+            )
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.pad, self.crop, self.flip, self.cutout = pad, crop, flip, cutout

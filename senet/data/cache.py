@@ -3,8 +3,9 @@
 A decoded split is stored as one safetensors file (``images`` uint8 ``[N, 3, H, W]``,
 ``labels`` int64 ``[N]``; class names and skipped files in its JSON metadata), so loading it
 never executes code and takes a fraction of a second. Its name carries a fingerprint of the
-source (real path, size and mtime of the archive, or of every file of an extracted tree),
-so a changed source is decoded again. Files are written to a temporary name and renamed.
+source (real path, size and mtime of the archive, or of every file of the tree's split
+folder), so a changed source is decoded again. Files are written to a temporary name,
+fsynced and renamed; an unreadable or inconsistent cache file is ignored and rewritten.
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ def save(path: Path, entry: CacheEntry) -> None:
         "skipped": json.dumps(entry.skipped),
     }
     try:
-        save_file({"images": entry.images.contiguous(), "labels": entry.labels.contiguous()}, str(tmp), metadata=metadata)
+        save_file(
+            {"images": entry.images.contiguous(), "labels": entry.labels.contiguous()}, str(tmp), metadata=metadata
+        )
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from senet.errors import DataError
 
@@ -234,9 +235,12 @@ def download(spec: CifarSpec, dest_dir: Path, timeout: float = 30.0) -> Path:
     digest = hashlib.md5(usedforsecurity=False)
     try:
         with urllib.request.urlopen(spec.url, timeout=timeout) as response, open(tmp, "wb") as out:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, desc=f"downloading {spec.archive}", unit="B", unit_scale=True, disable=None) as bar:
+                while block := response.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+                    bar.update(len(block))
             out.flush()
             os.fsync(out.fileno())
         if digest.hexdigest() != spec.archive_md5:

@@ -11,6 +11,7 @@ that holds one of the dataset's known names (:data:`KNOWN_NAMES`). When nothing 
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def detect(path: Path) -> Source | None:
         if not path.name.lower().endswith(archive.ARCHIVE_SUFFIXES):
             raise DataError(f"{path} is a file but not a .tar / .tar.gz / .tgz archive")
         for name in archive.peek_names(path, limit=8):
-            cifar = _cifar_by_folder(name.strip("/").split("/")[0])
+            cifar = _cifar_by_folder(posixpath.normpath(name).lstrip("/").split("/")[0])
             if cifar:
                 return Source(CIFAR_ARCHIVE, path, cifar)
         return Source(TREE_ARCHIVE, path)
@@ -111,7 +112,9 @@ def locate(dataset: str, data: str | os.PathLike[str] | None, cache_root: Path, 
     if name not in KNOWN_NAMES:
         if name == "imagefolder":
             if not data:
-                raise DataError("dataset 'imagefolder' needs a path: pass --data PATH (a tree or a .tar/.tar.gz of one)")
+                raise DataError(
+                    "dataset 'imagefolder' needs a path: pass --data PATH (a tree or a .tar/.tar.gz of one)"
+                )
             path = Path(data).expanduser()
         else:
             path = Path(dataset).expanduser()
@@ -136,14 +139,15 @@ def locate(dataset: str, data: str | os.PathLike[str] | None, cache_root: Path, 
                 raise DataError(f"--data {place} does not exist")
             tried.append(f"{label}: {place} (does not exist)")
             continue
+        if place.is_dir():  # the dataset's own names first: a folder may hold several datasets
+            for known, kind in KNOWN_NAMES[name]:
+                candidate = place / known
+                if candidate.exists():
+                    cifar = name if kind in (CIFAR_ARCHIVE, CIFAR_FOLDER) else None
+                    return Source(kind, candidate, cifar)
         source = detect(place)
         if source is not None:
             return _check_kind(source, name, label)
-        for known, kind in KNOWN_NAMES[name]:
-            candidate = place / known
-            if candidate.exists():
-                cifar = name if kind in (CIFAR_ARCHIVE, CIFAR_FOLDER) else None
-                return Source(kind, candidate, cifar)
         tried.append(f"{label}: {place} (none of the names below)")
 
     spec = cifar_python.SPECS.get(name)

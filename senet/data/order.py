@@ -64,12 +64,15 @@ class EpochOrder:
         """This rank's index tensors for steps ``start_step, start_step + 1, ...`` of ``epoch``.
 
         The last, short global batch (only without ``drop_last``) is split as evenly as
-        possible; a rank may then get fewer indices than the others.
+        possible; a rank may then get fewer indices than the others. A ``start_step`` outside
+        ``0..steps_per_epoch()`` is a ``ValueError`` raised here, not at the first batch.
         """
         steps = self.steps_per_epoch()
         if not 0 <= start_step <= steps:
             raise ValueError(f"start_step {start_step} is outside 0..{steps} for this epoch")
-        perm = self.permutation(epoch)
+        return self._batches(self.permutation(epoch), start_step, steps)
+
+    def _batches(self, perm: torch.Tensor, start_step: int, steps: int) -> Iterator[torch.Tensor]:
         for step in range(start_step, steps):
             batch = perm[step * self.batch_size : (step + 1) * self.batch_size]
             if self.world_size > 1:

@@ -199,15 +199,20 @@ class SqueezeExcite(nn.Module):
         """The excitation ``s`` for input ``x``: shape ``(N, C, 1, 1)``, or ``(N, C, H, W)`` for NoSqueeze."""
         if self.squeeze == "none":
             return self.gate(self.fc2(F.relu(self.fc1(x))))
-        z = x.mean((2, 3)) if self.squeeze == "avg" else x.amax((2, 3))
-        h = F.relu(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
-        s = self.gate(F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias))
-        return s[:, :, None, None]
+        n, c, height, width = x.shape
+        # eq. 2; sum-then-divide is mean's arithmetic, but its backward is a view, not a full-size copy
+        z = x.sum((2, 3)).div_(height * width) if self.squeeze == "avg" else x.amax((2, 3))
+        h = F.relu(F.linear(z, self.fc1.weight.view(self.hidden, c), self.fc1.bias))
+        s = self.gate(F.linear(h, self.fc2.weight.view(c, self.hidden), self.fc2.bias))
+        return s.view(n, c, 1, 1)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         s = self.excite(x)
         if residual is None:
             return x * s
+        if torch.is_grad_enabled() and x.requires_grad and residual.dtype == x.dtype == s.dtype:
+            # addcmul's backward materialises x * grad at full size; mul + in-place add does not
+            return torch.mul(x, s).add_(residual)
         return torch.addcmul(residual, x, s)
 
     def flops(self, input_shape: torch.Size) -> int:

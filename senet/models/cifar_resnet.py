@@ -105,7 +105,7 @@ class CifarBasicBlock(nn.Module):
         return self.bn2(self.conv2(out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_forward(x, self._branch, self.shortcut, self.se, self.placement, F.relu)
+        return residual_forward(x, self._branch, self.shortcut, self.se, self.placement, F.relu_)
 
 
 class PreActBottleneck(nn.Module):

@@ -27,6 +27,7 @@ class ModelInfo:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     tags: tuple[str, ...] = field(default=())
+    min_input_size: int = 1  # smallest input side the network accepts
 
 
 @dataclass
@@ -49,6 +50,7 @@ def register_model(
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     tags: tuple[str, ...] = (),
+    min_input_size: int = 1,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a model constructor under its function name."""
 
@@ -56,7 +58,8 @@ def register_model(
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, fn, family, has_se, input_size, num_classes, mean, std, tags)
+        _REGISTRY[name] = ModelInfo(name, fn, family, has_se, input_size, num_classes, mean, std, tags,
+                                   min_input_size)
         return fn
 
     return wrap

@@ -73,7 +73,7 @@ class BasicBlock(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_forward(x, self._branch, self.downsample, self.se, self.placement, F.relu)
+        return residual_forward(x, self._branch, self.downsample, self.se, self.placement, F.relu_)
 
 
 class Bottleneck(nn.Module):
@@ -124,7 +124,7 @@ class Bottleneck(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_forward(x, self._branch, self.downsample, self.se, self.placement, F.relu)
+        return residual_forward(x, self._branch, self.downsample, self.se, self.placement, F.relu_)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}

@@ -1,0 +1,67 @@
+"""Helpers shared by the VGG, BN-Inception, Inception-ResNet-v2, MobileNet and ShuffleNet families.
+
+Stage numbers in these families follow one rule, the paper's ResNet numbering (Table 1,
+Table 13: ``conv2_x`` at 56x56 is stage 2): **stage ``s`` holds the units whose output is
+``1/2**s`` of the input side**. :func:`senet.add_se` numbers stages the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from torch import nn
+
+from senet.layers import PLACEMENTS, SEConfig
+
+RESIDUAL_PLACEMENTS = tuple(p for p in PLACEMENTS if p != "conv3x3")
+
+
+def se_config(
+    kwargs: dict[str, Any],
+    *,
+    has_se: bool,
+    family: str,
+    placements: Iterable[str] = ("standard",),
+) -> SEConfig | None:
+    """Pop the SE keywords from ``kwargs``: the model's :class:`SEConfig`, or ``None`` without SE.
+
+    A model without SE rejects them; a family whose units have no residual sum allows only the
+    placements in ``placements`` (``"standard"``: SE on the unit's output, section 2 of the spec).
+    """
+    se_kwargs = SEConfig.pop_kwargs(kwargs)
+    if "se" in kwargs:
+        raise ValueError("pass SE settings as keywords (reduction=, placement=, ...), not se=")
+    if not has_se:
+        if se_kwargs:
+            raise ValueError(
+                f"SE options {sorted(se_kwargs)} given to a model without SE blocks; use its se_ variant"
+            )
+        return None
+    se = SEConfig.from_kwargs(se_kwargs)
+    allowed = tuple(placements)
+    if se.placement not in allowed:
+        raise ValueError(
+            f"placement {se.placement!r} is not available in {family}; allowed: {', '.join(map(repr, allowed))}"
+        )
+    return se
+
+
+def init_weights(model: nn.Module, fc_convs: Iterable[nn.Conv2d] = ()) -> None:
+    """He initialisation for convolutions (SE layers included), unit BN, ``N(0, 0.01)`` linear layers.
+
+    The initialisation of the paper's ImageNet models (section 5.1), as in senet's ResNets.
+    ``fc_convs`` are fully connected layers stored as convolutions: they get ``N(0, 0.01)`` too.
+    """
+    fc = {id(m) for m in fc_convs}
+    for m in model.modules():
+        if isinstance(m, nn.Linear) or id(m) in fc:
+            nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,166 @@
+"""MobileNet (v1) and SE-MobileNet (Howard et al. 2017; SE paper Table 3: 569 / 572 MFLOPs, 4.2M / 4.7M).
+
+A strided 3x3 convolution, then 13 depthwise-separable units (3x3 depthwise convolution, BN,
+activation, 1x1 pointwise convolution, BN, activation), global average pooling and one FC
+layer. The activation is ReLU6 as in the released TF-slim model and timm's
+``mobilenetv1_100`` (``act="relu"`` gives the paper's plain ReLU). ``width_mult`` is the
+paper's width multiplier alpha.
+
+SE (spec section 2): the units have no residual sum; the SE block scales each unit's output
+(after the pointwise convolution's activation), which gives the paper's 4.7M parameters. Only
+``placement="standard"`` exists here.
+
+Stages (see :mod:`senet.models._common`): ``blocks.0`` (112x112 at 224) is stage 1, then one
+stage per resolution down to ``blocks.4`` (7x7), stage 5. :func:`from_timm` renames timm's keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from senet.layers import SEConfig
+from senet.models._common import init_weights, se_config
+from senet.models.registry import register_model
+
+#: (output channels, stride) of the 13 depthwise-separable units, grouped by stage 1-5.
+STAGES: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((64, 1),),
+    ((128, 2), (128, 1)),
+    ((256, 2), (256, 1)),
+    ((512, 2),) + ((512, 1),) * 5,
+    ((1024, 2), (1024, 1)),
+)
+ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
+
+
+def make_divisible(channels: float, divisor: int = 8) -> int:
+    """``channels`` rounded to the nearest multiple of ``divisor`` (never 10% below it)."""
+    out = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * channels else out
+
+
+class Stem(nn.Module):
+    """3x3 stride-2 convolution, BN, activation."""
+
+    def __init__(self, cin: int, cout: int, act: str) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = ACTS[act](inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depthwise 3x3 and pointwise 1x1 convolutions, each with BN and activation; then SE."""
+
+    def __init__(self, cin: int, cout: int, stride: int, act: str, se: SEConfig | None) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv_pw = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.act = ACTS[act](inplace=True)
+        self.se = se.make(cout) if se is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.conv_dw(x)))
+        x = self.act(self.bn2(self.conv_pw(x)))
+        return x if self.se is None else self.se(x)
+
+
+class MobileNet(nn.Module):
+    """MobileNet v1, with or without SE on each depthwise-separable unit's output.
+
+    Args:
+        num_classes: classifier outputs (0: :meth:`forward` returns the pooled features).
+        in_chans: input channels.
+        width_mult: the width multiplier alpha (channels rounded to multiples of 8).
+        act: ``"relu6"`` (released model, timm) or ``"relu"`` (the paper's figure).
+        drop_rate: dropout before the classifier.
+        se: SE settings, ``None`` for no SE. ``se.stages`` picks among stages 1-5.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        width_mult: float = 1.0,
+        act: str = "relu6",
+        drop_rate: float = 0.0,
+        se: SEConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if act not in ACTS:
+            raise ValueError(f"unknown act {act!r}; allowed: {', '.join(map(repr, ACTS))}")
+        if not width_mult > 0:
+            raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+        if se is not None:
+            se.check_stages(range(1, len(STAGES) + 1))
+        channels = make_divisible(32 * width_mult)
+        self.stem = Stem(in_chans, channels, act)
+        stages = []
+        for index, units in enumerate(STAGES):
+            stage_se = se if se is not None and se.in_stage(index + 1) else None
+            blocks = []
+            for cout, stride in units:
+                cout = make_divisible(cout * width_mult)
+                blocks.append(DepthwiseSeparable(channels, cout, stride, act, stage_se))
+                channels = cout
+            stages.append(nn.Sequential(*blocks))
+        self.blocks = nn.Sequential(*stages)
+        self.num_features = channels
+        self.drop_rate = drop_rate
+        self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x.mean((2, 3)), self.drop_rate, self.training)
+        return self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def from_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's ``mobilenetv1_100`` state dict with senet's keys.
+
+    ``blocks.S.U.*`` keep their names; ``conv_stem`` / ``bn1`` become ``stem.conv`` /
+    ``stem.bn`` and ``classifier`` becomes ``fc``. The result is a senet-keyed state dict
+    (``stem.*`` keys), so :func:`senet.load_weights` takes it.
+    """
+    renames = (("conv_stem.", "stem.conv."), ("bn1.", "stem.bn."), ("classifier.", "fc."))
+    out = {}
+    for key, value in state.items():
+        for old, new in renames:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def _mobilenet(has_se: bool, kwargs: dict[str, Any]) -> MobileNet:
+    se = se_config(kwargs, has_se=has_se, family="MobileNet (SE scales each unit's output)")
+    return MobileNet(se=se, **kwargs)
+
+
+@register_model(family="mobilenet", has_se=False)
+def mobilenet(**kwargs: Any) -> MobileNet:
+    """MobileNet v1 1.0-224 (Table 3): 4.2M params, 569 MFLOPs."""
+    return _mobilenet(False, kwargs)
+
+
+@register_model(family="mobilenet", has_se=True)
+def se_mobilenet(**kwargs: Any) -> MobileNet:
+    """SE-MobileNet 1.0-224 (Table 3): an SE block on each of the 13 units; 4.7M params, 572 MFLOPs."""
+    return _mobilenet(True, kwargs)

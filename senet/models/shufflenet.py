@@ -1,0 +1,179 @@
+"""ShuffleNet (v1) and SE-ShuffleNet (Zhang et al. 2018; SE paper Table 3: 1x, g=3).
+
+A 3x3 stride-2 convolution (24 channels) and 3x3 stride-2 max pooling, then three stages of
+ShuffleNet units (4, 8, 4 units), global average pooling and one FC layer. A unit is a 1x1 group
+convolution (ungrouped in the very first unit, whose input has only 24 channels), BN, ReLU,
+channel shuffle, 3x3 depthwise convolution (stride 2 in a stage's first unit), BN, 1x1 group
+convolution, BN; the branch is added to the identity, or, in a stage's first unit, concatenated
+with the 3x3 stride-2 average-pooled input; ReLU follows. The bottleneck width is a quarter of
+the unit's output channels (ShuffleNet paper, section 3.3).
+
+SE (spec section 2): on the unit's branch output, before the sum or the concatenation; the
+residual units go through :func:`~senet.layers.residual_forward`, so every placement works
+(``conv3x3``: after the depthwise convolution and its BN). In a concatenating unit the
+identity path is the pooled input, which is what ``identity`` and ``pre`` scale there.
+
+Stages (see :mod:`senet.models._common`): ``layer1`` (28x28 at 224; the ShuffleNet paper's
+"Stage2") is stage 3, ``layer2`` stage 4 and ``layer3`` stage 5.
+
+Complexity: 1.87M params and 137.5 MFLOPs for 1x, g=3 (the ShuffleNet paper's Table 1 gives
+137 MFLOPs for g=3; 140 is its figure for the whole "1x" complexity level, which the SE paper's
+Table 3 quotes with 1.8M params). ``senet/paper/complexity.csv`` keeps the paper's figures with
+a note, as documented exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from senet.layers import PLACEMENTS, SEConfig, make_block_se, residual_forward
+from senet.models._common import init_weights, se_config
+from senet.models.registry import register_model
+
+#: Output channels of the three stages for each group count (ShuffleNet paper, Table 1; 1x).
+STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
+    1: (144, 288, 576),
+    2: (200, 400, 800),
+    3: (240, 480, 960),
+    4: (272, 544, 1088),
+    8: (384, 768, 1536),
+}
+FIRST_STAGE = 3
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave the channels of ``groups`` groups (ShuffleNet paper, Fig. 1)."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """One ShuffleNet unit (paper Fig. 2b: residual, stride 1; Fig. 2c: concatenating, stride 2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, groups: int, *, first_groups: int,
+                 se: SEConfig | None, stage: int) -> None:
+        super().__init__()
+        mid = out_channels // 4
+        branch_out = out_channels - in_channels if stride == 2 else out_channels
+        self.stride = stride
+        self.groups = groups
+        self.conv1 = nn.Conv2d(in_channels, mid, 1, groups=first_groups, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, branch_out, 1, groups=groups, bias=False)
+        self.bn3 = nn.BatchNorm2d(branch_out)
+        self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else None
+        self.placement = se.placement if se is not None else "standard"
+        # the channels SE sees; in a concatenating unit the output (post) is wider than the branch
+        # (standard) and the identity path (identity) has the input's width
+        seen = {"post": out_channels, "identity": in_channels}.get(self.placement, branch_out)
+        self.se = make_block_se(se, stage, in_channels, seen, mid)
+
+    def _branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(channel_shuffle(out, self.groups)))
+        if self.se is not None and self.placement == "conv3x3":
+            out = self.se(out)
+        return self.bn3(self.conv3(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shortcut is None:
+            return residual_forward(x, self._branch, None, self.se, self.placement, F.relu)
+        return self._concat_forward(x)
+
+    def _concat_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(cat(avgpool(x), branch(x)))`` with the SE block placed as in :func:`residual_forward`."""
+        se, placement = self.se, self.placement
+        identity = self.shortcut(x)
+        if se is not None and placement == "pre":
+            x = se(x)
+        out = self._branch(x)
+        if se is not None and placement == "standard":
+            out = se(out)
+        elif se is not None and placement == "identity":
+            identity = se(identity)
+        out = F.relu(torch.cat([identity, out], 1), inplace=True)
+        if se is not None and placement == "post":
+            out = se(out)
+        return out
+
+
+class ShuffleNet(nn.Module):
+    """ShuffleNet v1 (1x), with or without SE in its units.
+
+    Args:
+        groups: group count g of the 1x1 convolutions (1, 2, 3, 4 or 8).
+        layers: units per stage (4, 8, 4).
+        num_classes: classifier outputs (0: :meth:`forward` returns the pooled features).
+        in_chans: input channels.
+        drop_rate: dropout before the classifier.
+        se: SE settings, ``None`` for no SE. ``se.stages`` picks among stages 3, 4, 5.
+    """
+
+    def __init__(
+        self,
+        groups: int = 3,
+        *,
+        layers: Sequence[int] = (4, 8, 4),
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        se: SEConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if groups not in STAGE_CHANNELS:
+            raise ValueError(f"unknown ShuffleNet groups {groups!r}; allowed: {sorted(STAGE_CHANNELS)}")
+        if len(layers) != 3 or min(layers) < 1:
+            raise ValueError(f"layers must give 3 positive stage depths, got {list(layers)}")
+        if se is not None:
+            se.check_stages(range(FIRST_STAGE, FIRST_STAGE + 3))
+        self.conv1 = nn.Conv2d(in_chans, 24, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(24)
+        channels = 24
+        for i, (depth, out_channels) in enumerate(zip(layers, STAGE_CHANNELS[groups], strict=True)):
+            units = []
+            for j in range(depth):
+                units.append(ShuffleUnit(
+                    channels, out_channels, 2 if j == 0 else 1, groups,
+                    first_groups=1 if i == 0 and j == 0 else groups, se=se, stage=FIRST_STAGE + i,
+                ))
+                channels = out_channels
+            self.add_module(f"layer{i + 1}", nn.Sequential(*units))
+        self.num_features = channels
+        self.drop_rate = drop_rate
+        self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        x = F.max_pool2d(x, 3, 2, 1)
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x.mean((2, 3)), self.drop_rate, self.training)
+        return self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _shufflenet(groups: int, has_se: bool, kwargs: dict[str, Any]) -> ShuffleNet:
+    se = se_config(kwargs, has_se=has_se, family="ShuffleNet", placements=PLACEMENTS)
+    return ShuffleNet(groups, se=se, **kwargs)
+
+
+@register_model(family="shufflenet", has_se=False)
+def shufflenet_g3(**kwargs: Any) -> ShuffleNet:
+    """ShuffleNet 1x (g=3) (Table 3): 1.87M params, 137.5 MFLOPs (paper: 1.8M, 140; see the module)."""
+    return _shufflenet(3, False, kwargs)
+
+
+@register_model(family="shufflenet", has_se=True)
+def se_shufflenet_g3(**kwargs: Any) -> ShuffleNet:
+    """SE-ShuffleNet 1x (g=3) (Table 3): SE on each unit's branch; 2.48M params, 141.3 MFLOPs."""
+    return _shufflenet(3, True, kwargs)

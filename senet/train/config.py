@@ -1,0 +1,279 @@
+"""The one configuration schema of a training run: typed dataclasses.
+
+A run's configuration is built in three layers, each stating only its differences from the
+one below: the dataclass defaults here, a recipe file (``senet/recipes/**.yaml``, which may
+``inherit:`` another recipe), and dotted command-line overrides (``optim.lr=0.05``). Unknown
+keys and ill-typed values raise :class:`~senet.errors.ConfigError` naming the valid keys.
+Models never read this configuration: the trainer passes ``model.name`` and ``model.kwargs``
+to :func:`senet.create_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import yaml
+
+from senet.errors import ConfigError
+
+SCHEDULES = ("multistep", "step", "cosine", "linear", "constant")
+WARMUPS = ("linear", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to train: ``create_model(name, num_classes=..., **kwargs)``."""
+
+    name: str = "cifar_se_resnet20"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Dataset, batch sizes and the CIFAR augmentation (spec section 5: pad 4, crop 32, flip;
+    Cutout for the Shake-Shake rows of Table 4)."""
+
+    dataset: str = "cifar10"
+    path: str | None = None  # --data; None searches the usual places (senet.data.locate)
+    batch_size: int = 128  # the global batch
+    eval_batch_size: int = 500
+    pad: int = 4
+    crop: int = 32
+    flip: bool = True
+    cutout: int = 0  # side of the Cutout square; 0 = off
+    train_subset: int = 0  # use a fixed random subset of this many training images; 0 = all
+    test_subset: int = 0
+    skip_corrupt: bool = False
+    download: bool = True
+
+
+@dataclass
+class OptimConfig:
+    """SGD with (Nesterov) momentum, weight decay on every parameter, label smoothing."""
+
+    lr: float = 0.1  # base learning rate for batch_size
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning rate as a function of the (fractional) epoch; milestones are in epochs.
+
+    ``multistep``: ``lr * gamma**(number of milestones passed)``; ``step``: ``gamma`` every
+    ``step_size`` epochs; ``cosine`` / ``linear``: from ``lr`` to ``final_lr`` over the run;
+    ``constant``. A warm-up of ``warmup_epochs`` either ramps linearly from ``warmup_lr`` to
+    ``lr`` or holds ``warmup_lr`` (``warmup: constant``, the ResNet-110 practice).
+    """
+
+    name: str = "multistep"
+    epochs: int = 164
+    milestones: list[float] = field(default_factory=lambda: [82.0, 123.0])
+    gamma: float = 0.1
+    step_size: float = 30.0
+    final_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    warmup: str = "linear"
+    warmup_lr: float = 0.0
+
+
+@dataclass
+class RunConfig:
+    """How the run executes; none of it changes the mathematics of training on one device."""
+
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    eval_every: int = 1  # epochs between test evaluations (the last epoch always evaluates)
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of each epoch only
+    max_steps: int = 0  # stop after this many optimizer steps (0 = no limit); for smoke tests
+
+
+@dataclass
+class Config:
+    """A whole run: what the run directory's ``config.yaml`` holds."""
+
+    recipe: str = "default"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+_EXP_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` as type ``tp`` (int -> float allowed, nothing else converted silently)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and _EXP_NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        where = f"section {prefix[:-1]!r}" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown key '{prefix}{unknown[0]}' in {where}; valid keys: {', '.join(prefix + n for n in names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        tp, value = hints[name], values[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected a section (mapping), got {value!r}")
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> None:
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    d, o, s, r = cfg.data, cfg.optim, cfg.schedule, cfg.run
+    need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be >= 1")
+    need(d.pad >= 0 and d.crop >= 1 and d.cutout >= 0, "data.pad and data.cutout must be >= 0, data.crop >= 1")
+    need(d.train_subset >= 0 and d.test_subset >= 0, "data.train_subset and data.test_subset must be >= 0")
+    need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    need(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
+    need(not o.nesterov or o.momentum > 0, "optim.nesterov needs optim.momentum > 0")
+    need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    need(0 <= o.label_smoothing < 1, f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
+    need(s.name in SCHEDULES, f"schedule.name {s.name!r} is unknown; choose from {', '.join(SCHEDULES)}")
+    need(s.warmup in WARMUPS, f"schedule.warmup {s.warmup!r} is unknown; choose from {', '.join(WARMUPS)}")
+    need(s.epochs >= 1, f"schedule.epochs must be >= 1, got {s.epochs}")
+    need(0 <= s.warmup_epochs <= s.epochs, "schedule.warmup_epochs must be within 0..schedule.epochs")
+    need(all(m > 0 for m in s.milestones), f"schedule.milestones must be positive epochs, got {s.milestones}")
+    need(s.milestones == sorted(s.milestones), f"schedule.milestones must be increasing, got {s.milestones}")
+    need(s.step_size > 0 and s.gamma > 0, "schedule.step_size and schedule.gamma must be > 0")
+    need(s.final_lr >= 0 and s.warmup_lr >= 0, "schedule.final_lr and schedule.warmup_lr must be >= 0")
+    need(r.device in DEVICES, f"run.device {r.device!r} is unknown; choose from {', '.join(DEVICES)}")
+    need(r.precision in PRECISIONS, f"run.precision {r.precision!r} is unknown; choose from {', '.join(PRECISIONS)}")
+    need(r.threads >= 0 and r.eval_every >= 1, "run.threads must be >= 0 and run.eval_every >= 1")
+    need(r.checkpoint_every >= 0 and r.max_steps >= 0, "run.checkpoint_every and run.max_steps must be >= 0")
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Validate a (merged) mapping into a :class:`Config`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a configuration must be a mapping, got {type(values).__name__}")
+    cfg = _build(Config, values, "")
+    _check(cfg)
+    return cfg
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dictionary merge; ``update`` wins. ``model.kwargs`` merges key by key too."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"optim.lr=0.05"`` -> ``{"optim": {"lr": 0.05}}``; the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} is not of the form section.key=value (e.g. optim.lr=0.05)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e})") from None
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def with_epochs(values: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """Shorten (or lengthen) a schedule to ``epochs`` keeping its shape: milestones, the step
+    size and the warm-up scale by ``epochs / schedule.epochs``."""
+    if epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+    sched = config_from_dict(values).schedule
+    f = epochs / sched.epochs
+    scaled = {
+        "epochs": epochs,
+        "milestones": [m * f for m in sched.milestones],
+        "step_size": sched.step_size * f,
+        "warmup_epochs": sched.warmup_epochs * f,
+    }
+    return merge(values, {"schedule": scaled})

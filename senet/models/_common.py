@@ -46,22 +46,26 @@ def se_config(
     return se
 
 
-def init_weights(model: nn.Module, fc_convs: Iterable[nn.Conv2d] = ()) -> None:
-    """He initialisation for convolutions (SE layers included), unit BN, ``N(0, 0.01)`` linear layers.
-
-    The initialisation of the paper's ImageNet models (section 5.1), as in senet's ResNets.
-    ``fc_convs`` are fully connected layers stored as convolutions: they get ``N(0, 0.01)`` too.
-    """
-    fc = {id(m) for m in fc_convs}
+def init_conv_bn(model: nn.Module) -> None:
+    """He initialisation (He et al. 2015, fan-out) for every convolution, SE layers included;
+    zero conv biases; BN at identity. The part every senet family shares."""
     for m in model.modules():
-        if isinstance(m, nn.Linear) or id(m) in fc:
-            nn.init.normal_(m.weight, 0, 0.01)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def init_weights(model: nn.Module, fc_convs: Iterable[nn.Conv2d] = ()) -> None:
+    """:func:`init_conv_bn`, then ``N(0, 0.01)`` for linear layers and for ``fc_convs`` (fully
+    connected layers stored as convolutions): the paper's ImageNet initialisation (section 5.1)."""
+    init_conv_bn(model)
+    fc = {id(m) for m in fc_convs}
+    for m in model.modules():
+        if isinstance(m, nn.Linear) or id(m) in fc:
+            nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from senet.layers import SEConfig, make_block_se, residual_forward
+from senet.models._common import init_conv_bn
 from senet.models.registry import register_model
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -38,16 +39,10 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.C
 
 
 def init_cifar_weights(model: nn.Module) -> None:
-    """He initialisation (He et al. 2015) for convolutions, BN at identity, zero linear biases."""
+    """He initialisation for convolutions, BN at identity, zero linear biases."""
+    init_conv_bn(model)
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from senet.layers import SEConfig, make_block_se, residual_forward
+from senet.models._common import init_conv_bn
 from senet.models.registry import register_model
 
 FIRST_STAGE = 2  # stage 1 is the stem (paper Table 1: conv1 then conv2_x ... conv5_x)
@@ -245,14 +246,7 @@ class ResNet(nn.Module):
 
     def _init_weights(self, zero_init_last: bool) -> None:
         # He et al. initialisation (paper section 5.1).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
         if zero_init_last:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):

@@ -7,28 +7,13 @@ import torch
 from torch import nn
 
 import senet
+from tests.conftest import randomise
 from senet.complexity import count_params
 from senet.layers import SqueezeExcite
 from senet.models import vgg
 from senet.surgery import DESCEND, ResidualLayout, SEAfter, SEResidual, register_se_rule
 
 torchvision = pytest.importorskip("torchvision")
-
-
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics / affine parameters and random SE biases, so that a wrong mapping shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.uniform_(0.5, 1.5, generator=g)
-                m.weight.uniform_(0.5, 1.0, generator=g)
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-            elif isinstance(m, SqueezeExcite):
-                m.fc1.bias.copy_(0.1 * torch.randn(m.fc1.bias.shape, generator=g))
-                m.fc2.bias.copy_(torch.randn(m.fc2.bias.shape, generator=g))
-    return model
 
 
 def se_blocks(model: nn.Module) -> list[SqueezeExcite]:

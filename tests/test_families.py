@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import senet
+from tests.conftest import randomise
 from senet.layers import SqueezeExcite
 from senet.models import bn_inception, inception_resnet_v2, mobilenet, shufflenet, vgg
 from senet.paper import TOLERANCE, paper_rows
@@ -197,21 +198,6 @@ def test_channel_shuffle_interleaves_groups():
 # --- timm equivalence ---------------------------------------------------------------------------
 
 timm = pytest.importorskip("timm")
-
-
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics and affine parameters and random conv biases (timm's init leaves them trivial)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.uniform_(0.5, 1.5, generator=g)
-                m.weight.uniform_(0.5, 1.0, generator=g)
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-            elif isinstance(m, nn.Conv2d) and m.bias is not None:
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-    return model
 
 
 @pytest.mark.parametrize("timm_name,name,side", [

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 import senet
+from tests.conftest import randomise
 from senet.cli.main import main
 from senet.errors import WeightsError
 from senet.models import registry
@@ -67,22 +68,6 @@ EXTRA = [
     ("legacy_senet154", "senet154", ".safetensors", 99),
 ]
 CASES = [(t, s, ".pth", 64) for t, s in LEGACY + TIMM_SE + TIMM_BASELINES] + EXTRA
-
-
-def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random BN statistics and affine parameters and random SE biases (timm's init leaves them trivial)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=g))
-                module.running_var.uniform_(0.5, 1.5, generator=g)
-                module.weight.uniform_(0.5, 1.0, generator=g)
-                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=g))
-        for name, p in model.named_parameters():
-            if (".se." in name or ".se_module." in name) and name.endswith("bias"):
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
-    return model
 
 
 def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import SEConfig, make_block_se, residual_forward
+from senet.layers import SEConfig, SqueezeExcite, make_block_se, residual_forward
 from senet.models._common import init_conv_bn
 from senet.models.registry import register_model
 
@@ -103,7 +103,26 @@ class CifarBasicBlock(nn.Module):
         return residual_forward(x, self._branch, self.shortcut, self.se, self.placement, F.relu_)
 
 
-class PreActBottleneck(nn.Module):
+class PreActUnit(nn.Module):
+    """Forward pass of a pre-activation unit (He et al. 2016b): ``bn1``-ReLU, then ``_tail``.
+    An identity shortcut carries the raw input; a projection shortcut takes the pre-activated
+    one, as in the paper. Subclasses define ``bn1``, ``_tail``, ``shortcut``, ``se``, ``placement``."""
+
+    bn1: nn.BatchNorm2d
+    shortcut: nn.Module | None
+    se: SqueezeExcite | None
+    placement: str
+
+    def _branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self._tail(F.relu(self.bn1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shortcut is None:
+            return residual_forward(x, self._branch, None, self.se, self.placement, None)
+        return residual_forward(F.relu(self.bn1(x)), self._tail, self.shortcut, self.se, self.placement, None)
+
+
+class PreActBottleneck(PreActUnit):
     """Pre-activation bottleneck (He et al. 2016b, Fig. 4(e)): ``BN-ReLU-conv1x1,
     BN-ReLU-conv3x3 (stride), BN-ReLU-conv1x1`` to ``4 * mid`` channels, no activation after
     the sum. A block with a projection shortcut feeds the shortcut and the branch the same
@@ -130,13 +149,6 @@ class PreActBottleneck(nn.Module):
             out = self.se(out)
         return self.conv3(out)
 
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self._tail(F.relu(self.bn1(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shortcut is None:
-            return residual_forward(x, self._branch, None, self.se, self.placement, None)
-        return residual_forward(F.relu(self.bn1(x)), self._tail, self.shortcut, self.se, self.placement, None)
 
 
 BLOCKS = ("basic", "preact_bottleneck")

@@ -20,12 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import SEConfig, make_block_se, residual_forward
-from senet.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD, FIRST_STAGE, build_se, check_se, init_cifar_weights
+from senet.layers import SEConfig, make_block_se
+from senet.models.cifar_resnet import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    FIRST_STAGE,
+    PreActUnit,
+    build_se,
+    check_se,
+    init_cifar_weights,
+)
 from senet.models.registry import register_model
 
 
-class WideBasicBlock(nn.Module):
+class WideBasicBlock(PreActUnit):
     """Pre-activation basic block of a WRN (Zagoruyko & Komodakis, Fig. 1(c)/(d))."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, *, dropout: float,
@@ -50,13 +58,6 @@ class WideBasicBlock(nn.Module):
             out = self.se(out)
         return self.conv2(out)
 
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self._tail(F.relu(self.bn1(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shortcut is None:
-            return residual_forward(x, self._branch, None, self.se, self.placement, None)
-        return residual_forward(F.relu(self.bn1(x)), self._tail, self.shortcut, self.se, self.placement, None)
 
 
 class WideResNet(nn.Module):

@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                                                            if trainer.channels_last else torch.contiguous_format)
         opt = torch.optim.SGD(bare.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                               nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
-        xs = [trainer.augment.normalize(trainer.train_images[i * args.batch_size:(i + 1) * args.batch_size]
+        xs = [trainer.source.augment.normalize(trainer.source.train_images[i * args.batch_size:(i + 1) * args.batch_size]
                                         .to(device)) for i in range(args.steps)]
-        ys = [trainer.train_labels[i * args.batch_size:(i + 1) * args.batch_size] for i in range(args.steps)]
+        ys = [trainer.source.train_labels[i * args.batch_size:(i + 1) * args.batch_size] for i in range(args.steps)]
 
         from senet.train.evaluate import autocast_for
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 HELP = "train a model with a recipe (default: a short SE-ResNet run on CIFAR-10) and report its test error"
 
@@ -36,40 +37,89 @@ def _shortcuts(args: argparse.Namespace) -> dict:
     return values
 
 
-def run(args: argparse.Namespace) -> int:
+def _execution_overrides(overrides: list[str]) -> dict:
+    """``--set`` values allowed with ``--resume``: how the run executes, never what it computes."""
     from senet.errors import SenetError
-    from senet.train import RunDir, Trainer, resolve
-    from senet.train.config import config_from_dict, merge
+    from senet.train.config import merge, parse_override
+    from senet.train.trainer import EXECUTION_ONLY
 
-    if args.resume:
-        if args.recipe or args.overrides or args.epochs or args.out or args.data or args.seed is not None:
-            raise SenetError("--resume continues a run with its own config.yaml; only --device may be given with it")
-        run_dir = RunDir.open(args.resume)
+    values: dict = {}
+    for text in overrides:
+        change = parse_override(text)
+        (section, inner), = change.items()
+        key = next(iter(inner)) if isinstance(inner, dict) else None
+        if key not in EXECUTION_ONLY.get(section, ()):
+            allowed = ", ".join(f"{s}.{k}" for s, keys in EXECUTION_ONLY.items() for k in keys)
+            raise SenetError(f"--set {text} would change what a resumed run computes; with --resume only "
+                             f"these may change: {allowed}")
+        values = merge(values, change)
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from senet.train import distributed
+
+    try:
+        return _run(args, distributed.dist_env())
+    finally:
+        distributed.shutdown()
+
+
+def _run(args: argparse.Namespace, env) -> int:
+    from senet.errors import SenetError
+    from senet.train import RunDir, Trainer, distributed, resolve
+    from senet.train.config import config_from_dict, merge
+    from senet.train.rundir import CONFIG
+    from senet.train.trainer import resolve_device
+
+    say = print if env.is_main else (lambda *a, **k: None)
+    resume = args.resume
+    if env.restart_count and not resume and args.out and (Path(args.out) / CONFIG).is_file():
+        resume = args.out  # torchrun restarted the group: continue the run it was writing
+    if env.max_restarts and not (args.out or args.resume):
+        raise SenetError("with torchrun --max-restarts, give the run directory with --out (or --resume) "
+                         "so that restarted workers can find the run to resume")
+    if resume:
+        if args.resume and (args.recipe or args.epochs or args.out or args.data or args.seed is not None):
+            raise SenetError("--resume continues a run with its own config.yaml; only --device and --set of "
+                             "execution settings may be given with it")
+        run_dir = RunDir.open(resume)
         cfg = run_dir.config()
+        changes = _execution_overrides(args.overrides if args.resume else [])
         if args.device:
-            cfg = config_from_dict(merge(cfg.to_dict(), {"run": {"device": args.device}}))
+            changes = merge(changes, {"run": {"device": args.device}})
+        if changes:
+            cfg = config_from_dict(merge(cfg.to_dict(), changes))
+        distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
+                                     backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
     else:
         cfg = resolve(args.recipe, [*args.overrides, _shortcuts(args)], epochs=args.epochs)
         if args.print_config:
-            print(cfg.to_yaml(), end="")
+            say(cfg.to_yaml(), end="")
             return 0
+        distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
+                                     backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
         out = args.out or f"runs/{cfg.recipe.replace('/', '-').removesuffix('.yaml')}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = RunDir.create(out, cfg)
-        print(f"run directory: {run_dir.path}")
-    trainer = Trainer(cfg, run_dir, resume=bool(args.resume), progress=False if args.no_progress else None)
-    info = trainer.splits
-    print(f"{cfg.model.name} on {cfg.data.dataset} ({info.train.source}): {len(info.train.labels)} train / "
-          f"{len(info.test.labels)} test images, {cfg.schedule.epochs} epochs of {trainer.steps_per_epoch} steps, "
-          f"{trainer.device} {trainer.precision}")
+        out = distributed.broadcast_object(out)  # every rank writes to (and resumes from) rank 0's folder
+        run_dir = RunDir.create(out, cfg) if env.is_main else RunDir(out)
+        distributed.barrier()
+        say(f"run directory: {run_dir.path}")
+    trainer = Trainer(cfg, run_dir, resume=bool(resume), progress=False if args.no_progress else None)
+    src = trainer.source
+    group = f", {env.world_size} processes" if env.distributed else ""
+    say(f"{cfg.model.name} on {cfg.data.dataset} ({src.source}): {src.n_train} train / {src.n_test} test images, "
+        f"{cfg.schedule.epochs} epochs of {trainer.steps_per_epoch} steps, {trainer.device} {trainer.precision}{group}")
     try:
         summary = trainer.fit()
     except KeyboardInterrupt:
-        run_dir.log_event("interrupted")
-        print(f"interrupted; continue with: senet train --resume {run_dir.path}")
+        if env.is_main:
+            run_dir.log_event("interrupted")
+        say(f"interrupted; continue with: senet train --resume {run_dir.path}")
         raise
     except SenetError as e:
-        run_dir.log_event(f"stopped: {e}")
+        if env.is_main:
+            run_dir.log_event(f"stopped: {e}")
         raise
-    print(f"test error: top-1 {100 * summary['test_top1_err']:.2f}%  top-5 {100 * summary['test_top5_err']:.2f}%  "
-          f"({summary['seconds']:.0f} s, {summary['images_per_s']:.0f} img/s)  -> {run_dir.path}")
+    say(f"test error: top-1 {100 * summary['test_top1_err']:.2f}%  top-5 {100 * summary['test_top5_err']:.2f}%  "
+        f"({summary['seconds']:.0f} s, {summary['images_per_s']:.0f} img/s)  -> {run_dir.path}")
     return 0

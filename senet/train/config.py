@@ -21,7 +21,10 @@ import yaml
 
 from senet.errors import ConfigError
 
-SCHEDULES = ("multistep", "step", "cosine", "linear", "constant")
+SCHEDULES = ("multistep", "step", "cosine", "linear", "constant", "plateau")
+LOADERS = ("memory", "stream")
+LR_SCALINGS = ("none", "linear", "sqrt")
+BACKENDS = ("auto", "nccl", "gloo")
 WARMUPS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -37,8 +40,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Dataset, batch sizes and the CIFAR augmentation (spec section 5: pad 4, crop 32, flip;
-    Cutout for the Shake-Shake rows of Table 4)."""
+    """Dataset, batch sizes and augmentation.
+
+    ``loader: memory`` (CIFAR, spec section 5): every image decoded once into memory, padded
+    by ``pad``, randomly cropped to ``crop``, flipped, Cutout for the Shake-Shake rows of
+    Table 4. ``loader: stream`` (ImageNet, spec section 6): an ImageFolder ``train/`` +
+    ``val/`` tree decoded by ``workers`` DataLoader processes, random-size crop to ``crop``
+    (area fraction in ``scale``, aspect ratio in ``ratio``) and flip for training, short side
+    resized to ``resize`` then a centre crop of ``crop`` for evaluation.
+    """
 
     dataset: str = "cifar10"
     path: str | None = None  # --data; None searches the usual places (senet.data.locate)
@@ -52,17 +62,34 @@ class DataConfig:
     test_subset: int = 0
     skip_corrupt: bool = False
     download: bool = True
+    loader: str = "memory"
+    resize: int = 256  # stream: evaluation resizes the short side to this, then centre-crops
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # stream: random-size crop area
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # stream: its aspect ratio
+    workers: int = 4  # stream: DataLoader worker processes per training process
+    mean: list[float] | None = None  # None: the training split's own (memory) or ImageNet's (stream)
+    std: list[float] | None = None
 
 
 @dataclass
 class OptimConfig:
-    """SGD with (Nesterov) momentum, weight decay on every parameter, label smoothing."""
+    """SGD with (Nesterov) momentum, weight decay on every parameter, label smoothing.
 
-    lr: float = 0.1  # base learning rate for batch_size
+    ``lr`` is the learning rate at ``lr_base_batch``: with ``lr_scaling: linear`` (Goyal et
+    al.) a run whose global ``data.batch_size`` differs uses ``lr * batch / lr_base_batch``
+    (``sqrt``: the square root of that ratio); ``none`` uses ``lr`` as it is.
+    ``bn_freeze_epochs``: for the last that many epochs, batch normalisation uses and keeps
+    its running statistics and its affine parameters stop training (SENet-154, section 6).
+    """
+
+    lr: float = 0.1
+    lr_scaling: str = "none"
+    lr_base_batch: int = 0
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
+    bn_freeze_epochs: int = 0
 
 
 @dataclass
@@ -73,6 +100,8 @@ class ScheduleConfig:
     ``step_size`` epochs; ``cosine`` / ``linear``: from ``lr`` to ``final_lr`` over the run;
     ``constant``. A warm-up of ``warmup_epochs`` either ramps linearly from ``warmup_lr`` to
     ``lr`` or holds ``warmup_lr`` (``warmup: constant``, the ResNet-110 practice).
+    ``plateau``: ``gamma`` each time the test (validation) loss has not improved by a relative
+    ``threshold`` for ``patience`` evaluated epochs (the mobile and ablation recipes).
     """
 
     name: str = "multistep"
@@ -84,11 +113,19 @@ class ScheduleConfig:
     warmup_epochs: float = 0.0
     warmup: str = "linear"
     warmup_lr: float = 0.0
+    patience: int = 5
+    threshold: float = 1e-4
 
 
 @dataclass
 class RunConfig:
-    """How the run executes; none of it changes the mathematics of training on one device."""
+    """How the run executes; none of it changes the mathematics of training on one device.
+
+    Under ``torchrun`` the global batch ``data.batch_size`` is split over the processes and
+    each process's share into ``accum_steps`` micro-batches whose gradients are accumulated
+    before one optimizer step. ``sync_bn`` makes batch normalisation use statistics of the
+    whole global micro-batch (CUDA only).
+    """
 
     seed: int = 0
     device: str = "auto"
@@ -99,6 +136,10 @@ class RunConfig:
     eval_every: int = 1  # epochs between test evaluations (the last epoch always evaluates)
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of each epoch only
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit); for smoke tests
+    accum_steps: int = 1
+    sync_bn: bool = False
+    dist_backend: str = "auto"  # auto: nccl on CUDA, gloo on the CPU
+    dist_timeout: float = 600.0  # seconds a collective may wait for a peer
 
 
 @dataclass
@@ -205,11 +246,23 @@ def _check(cfg: Config) -> None:
     need(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be >= 1")
     need(d.pad >= 0 and d.crop >= 1 and d.cutout >= 0, "data.pad and data.cutout must be >= 0, data.crop >= 1")
     need(d.train_subset >= 0 and d.test_subset >= 0, "data.train_subset and data.test_subset must be >= 0")
+    need(d.loader in LOADERS, f"data.loader {d.loader!r} is unknown; choose from {', '.join(LOADERS)}")
+    need(d.resize >= d.crop, f"data.resize ({d.resize}) must be >= data.crop ({d.crop})")
+    need(len(d.scale) == 2 and 0 < d.scale[0] <= d.scale[1] <= 1, f"data.scale must be [lo, hi] within (0, 1], got {d.scale}")
+    need(len(d.ratio) == 2 and 0 < d.ratio[0] <= d.ratio[1], f"data.ratio must be [lo, hi] with 0 < lo <= hi, got {d.ratio}")
+    need(d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")
+    for name, stat in (("mean", d.mean), ("std", d.std)):
+        need(stat is None or len(stat) == 3, f"data.{name} must be three numbers (R, G, B) or null, got {stat}")
+    need(d.std is None or all(v > 0 for v in d.std), f"data.std must be positive, got {d.std}")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     need(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
     need(not o.nesterov or o.momentum > 0, "optim.nesterov needs optim.momentum > 0")
     need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
     need(0 <= o.label_smoothing < 1, f"optim.label_smoothing must be in [0, 1), got {o.label_smoothing}")
+    need(o.lr_scaling in LR_SCALINGS, f"optim.lr_scaling {o.lr_scaling!r} is unknown; choose from {', '.join(LR_SCALINGS)}")
+    need(o.lr_scaling == "none" or o.lr_base_batch >= 1,
+         f"optim.lr_scaling={o.lr_scaling} needs optim.lr_base_batch, the batch size optim.lr is meant for")
+    need(0 <= o.bn_freeze_epochs < s.epochs, "optim.bn_freeze_epochs must be within 0..schedule.epochs - 1")
     need(s.name in SCHEDULES, f"schedule.name {s.name!r} is unknown; choose from {', '.join(SCHEDULES)}")
     need(s.warmup in WARMUPS, f"schedule.warmup {s.warmup!r} is unknown; choose from {', '.join(WARMUPS)}")
     need(s.epochs >= 1, f"schedule.epochs must be >= 1, got {s.epochs}")
@@ -218,10 +271,17 @@ def _check(cfg: Config) -> None:
     need(s.milestones == sorted(s.milestones), f"schedule.milestones must be increasing, got {s.milestones}")
     need(s.step_size > 0 and s.gamma > 0, "schedule.step_size and schedule.gamma must be > 0")
     need(s.final_lr >= 0 and s.warmup_lr >= 0, "schedule.final_lr and schedule.warmup_lr must be >= 0")
+    need(s.patience >= 1 and s.threshold >= 0, "schedule.patience must be >= 1 and schedule.threshold >= 0")
+    need(s.name != "plateau" or r.eval_every == 1, "schedule.name=plateau needs run.eval_every=1 (it watches the test loss)")
     need(r.device in DEVICES, f"run.device {r.device!r} is unknown; choose from {', '.join(DEVICES)}")
     need(r.precision in PRECISIONS, f"run.precision {r.precision!r} is unknown; choose from {', '.join(PRECISIONS)}")
     need(r.threads >= 0 and r.eval_every >= 1, "run.threads must be >= 0 and run.eval_every >= 1")
     need(r.checkpoint_every >= 0 and r.max_steps >= 0, "run.checkpoint_every and run.max_steps must be >= 0")
+    need(r.accum_steps >= 1, f"run.accum_steps must be >= 1, got {r.accum_steps}")
+    need(d.batch_size % r.accum_steps == 0,
+         f"data.batch_size {d.batch_size} must be divisible by run.accum_steps {r.accum_steps}")
+    need(r.dist_backend in BACKENDS, f"run.dist_backend {r.dist_backend!r} is unknown; choose from {', '.join(BACKENDS)}")
+    need(r.dist_timeout > 0, f"run.dist_timeout must be > 0 seconds, got {r.dist_timeout}")
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,43 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
 
 
 @torch.inference_mode()
+def eval_sums(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Sums over ``(input, label)`` batches already on ``device``: a float64 tensor
+    ``[loss_sum, top1_hits, top5_hits, count]`` (summable over the processes of a group).
+    Top-5 becomes top-k with k = number of classes when there are fewer than 5."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    try:
+        for x, y in batches:
+            with autocast_for(device, precision):
+                logits = model(x)
+            logits = logits.float()
+            pred = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hit = pred == y[:, None]
+            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hit[:, 0].sum().double(),
+                                 hit.any(dim=1).sum().double(), torch.tensor(float(len(y)), device=device,
+                                                                             dtype=torch.float64)])
+    finally:
+        model.train(was_training)
+    return sums
+
+
+def errors_from_sums(sums: torch.Tensor) -> dict[str, float]:
+    """``loss``, ``top1_err`` and ``top5_err`` (fractions) from :func:`eval_sums`' totals."""
+    loss_sum, top1, top5, n = (float(v) for v in sums.cpu())
+    if n == 0:
+        return {"loss": math.nan, "top1_err": math.nan, "top5_err": math.nan}
+    return {"loss": loss_sum / n, "top1_err": 1.0 - top1 / n, "top5_err": 1.0 - top5 / n}
+
+
 def evaluate(
     model: nn.Module,
     images: torch.Tensor,
@@ -30,32 +68,8 @@ def evaluate(
     precision: str = "fp32",
 ) -> dict[str, float]:
     """Evaluate ``model`` on uint8 ``images`` (``transform`` turns a uint8 batch on ``device``
-    into the model's input). Returns ``loss``, ``top1_err`` and ``top5_err`` (fractions; top-5
-    becomes top-k with k = number of classes when there are fewer than 5)."""
+    into the model's input). Returns ``loss``, ``top1_err`` and ``top5_err`` (fractions)."""
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    top1 = torch.zeros((), dtype=torch.int64, device=device)
-    top5 = torch.zeros((), dtype=torch.int64, device=device)
-    n = len(labels)
-    try:
-        for start in range(0, n, batch_size):
-            x = transform(images[start : start + batch_size].to(device, non_blocking=True))
-            y = labels[start : start + batch_size].to(device, non_blocking=True)
-            with autocast_for(device, precision):
-                logits = model(x)
-            logits = logits.float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-            k = min(5, logits.shape[1])
-            pred = logits.topk(k, dim=1).indices
-            hit = pred == y[:, None]
-            top1 += hit[:, 0].sum()
-            top5 += hit.any(dim=1).sum()
-    finally:
-        model.train(was_training)
-    return {
-        "loss": float(loss_sum) / n,
-        "top1_err": 1.0 - int(top1) / n,
-        "top5_err": 1.0 - int(top5) / n,
-    }
+    batches = ((transform(images[i : i + batch_size].to(device, non_blocking=True)),
+                labels[i : i + batch_size].to(device, non_blocking=True)) for i in range(0, len(labels), batch_size))
+    return errors_from_sums(eval_sums(model, batches, device=device, precision=precision))

@@ -1,15 +1,24 @@
-"""The CIFAR-style trainer (spec section 5, Table 4): SGD on uint8 tensors held in memory
-(on the GPU when there is one), augmented batch-wise on the batch's device.
+"""The trainer: SGD over the batches of a data source (:mod:`senet.train.sources`: CIFAR
+in memory, spec section 5; ImageNet streamed by DataLoader workers, section 6), on one
+process or on a ``torchrun`` group with DistributedDataParallel.
 
 Every random draw of a step comes from state that the checkpoint holds or that is a function
 of ``(seed, epoch, step)``: the data order (:class:`senet.data.EpochOrder`), the augmentation
-(a generator seeded per step) and the model's own draws (dropout, Shake-Shake: the global
-torch RNG, saved in the checkpoint). So a run resumed from any checkpoint on the CPU ends
-with the same weights, bit for bit, as one that was never interrupted.
+(seeded per step or per image) and the model's own draws (dropout, Shake-Shake: the global
+torch RNG, saved in the checkpoint). So a single-process run resumed from any checkpoint on
+the CPU ends with the same weights, bit for bit, as one that was never interrupted.
+
+Distributed: ``data.batch_size`` is the global batch; each of the ``W`` processes takes a
+contiguous ``1/W`` of it and splits that into ``run.accum_steps`` micro-batches; gradients
+are accumulated locally (``no_sync``) and averaged over the group once per optimizer step,
+so ``W`` processes train like one process with ``W * accum_steps`` micro-batches. Only rank 0
+writes to the run directory; metrics are summed over the group. A checkpoint holds the
+unwrapped model, so a run resumes on any number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -20,45 +29,61 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from senet.complexity import complexity
-from senet.data import EpochOrder, GpuAugment
 from senet.errors import SenetError
 from senet.models import create_model
+from senet.train import distributed as dist
 from senet.train.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from senet.train.config import Config
-from senet.train.data import Splits, load_splits
-from senet.train.evaluate import autocast_for, evaluate
+from senet.train.evaluate import autocast_for, errors_from_sums, eval_sums
 from senet.train.rundir import CHECKPOINT, WEIGHTS, RunDir
-from senet.train.schedule import lr_at
+from senet.train.schedule import lr_at, plateau_drops, scaled_lr
+from senet.train.sources import make_source
 
 
 class TrainingDiverged(SenetError):
     """The loss became NaN or infinite."""
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda``; a process of a torchrun group gets GPU ``LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SenetError("run.device=cuda but no CUDA device is available; use --device cpu or auto")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SenetError("run.device=cuda but no CUDA device is available; use --device cpu or auto")
+        if local_rank >= torch.cuda.device_count():
+            raise SenetError(f"LOCAL_RANK {local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
+                             "start at most that many processes per node (torchrun --nproc-per-node)")
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
-def step_seed(seed: int, epoch: int, step: int) -> int:
-    """Seed of the augmentation generator of one step (a hash of the three numbers)."""
-    state = np.random.SeedSequence([seed % 2**64, epoch, step, 0xA06]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
+#: Settings that only say how a run executes: a run may resume with them changed.
+EXECUTION_ONLY = {"run": ("device", "threads", "compile", "accum_steps", "dist_backend", "dist_timeout"),
+                  "data": ("workers", "eval_batch_size")}
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The parts of a config a resumed run must share with its checkpoint (not where it runs)."""
-    run = {k: v for k, v in config["run"].items() if k not in ("device", "threads", "compile")}
-    return {**config, "run": run}
+    out = dict(config)
+    for section, keys in EXECUTION_ONLY.items():
+        out[section] = {k: v for k, v in config[section].items() if k not in keys}
+    return out
+
+
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    state = np.random.SeedSequence([seed % 2**64, rank, step, 0x5EED]).generate_state(1, dtype=np.uint32)
+    return int(state[0])
 
 
 class Trainer:
-    """Train ``cfg`` into the run directory ``run``; ``resume=True`` continues from its checkpoint."""
+    """Train ``cfg`` into the run directory ``run``; ``resume=True`` continues from its checkpoint.
+
+    Started by ``torchrun`` (``WORLD_SIZE > 1``), the trainer joins the process group itself.
+    """
 
     def __init__(
         self,
@@ -70,37 +95,51 @@ class Trainer:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg, self.run, self.resume = cfg, run, resume
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.env = dist.dist_env()
+        self.is_main = self.env.is_main
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self.is_main
         self._log = log or (lambda text: print(text, flush=True))
         r = cfg.run
         if r.threads:
             torch.set_num_threads(r.threads)
-        self.device = resolve_device(r.device)
+        self.device = resolve_device(r.device, self.env.local_rank)
+        dist.init_distributed(self.env, self.device, backend=r.dist_backend, timeout_s=r.dist_timeout)
+        if r.sync_bn and self.env.distributed and self.device.type != "cuda":
+            raise SenetError("run.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
+        share = cfg.data.batch_size // self.env.world_size
+        if cfg.data.batch_size % self.env.world_size or share % r.accum_steps:
+            raise SenetError(f"the global batch data.batch_size={cfg.data.batch_size} must split evenly over "
+                             f"{self.env.world_size} process(es) x run.accum_steps={r.accum_steps} micro-batches")
         self.precision = r.precision if r.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
         self.channels_last = self.device.type == "cuda" if r.channels_last is None else r.channels_last
         random.seed(r.seed)
         np.random.seed(r.seed % 2**32)
         torch.manual_seed(r.seed)
 
-        self.splits: Splits = load_splits(cfg.data)
-        if self.splits.train.skipped or self.splits.test.skipped:
-            run.write_skipped(self.splits.train.skipped + self.splits.test.skipped)
-        self.model = create_model(cfg.model.name, num_classes=len(self.splits.classes), **cfg.model.kwargs)
+        self.source = make_source(cfg, self.device, self.env, channels_last=self.channels_last)
+        if self.source.skipped and self.is_main:
+            run.write_skipped(self.source.skipped)
+        self.model = create_model(cfg.model.name, num_classes=len(self.source.classes), **cfg.model.kwargs)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=fmt)
-        self.forward = torch.compile(self.model) if r.compile else self.model
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        train_module: nn.Module = self.model
+        if self.env.distributed:
+            if r.sync_bn:
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = train_module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.forward = torch.compile(train_module) if r.compile else train_module
+        self.eval_forward = torch.compile(self.model) if r.compile else self.model
+        self.bn_params = [p for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                          for p in m.parameters(recurse=False)]
         o = cfg.optim
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+        self.base_lr = scaled_lr(o, cfg.data.batch_size)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.base_lr, momentum=o.momentum,
                                          nesterov=o.nesterov, weight_decay=o.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        d = cfg.data
-        self.order = EpochOrder(len(self.splits.train.labels), d.batch_size, r.seed, drop_last=True)
-        self.augment = GpuAugment(self.splits.mean, self.splits.std, pad=d.pad, crop=d.crop, flip=d.flip,
-                                  cutout=d.cutout, channels_last=self.channels_last)
-        on_device = self.device.type == "cuda"  # CIFAR-size data lives on the GPU
-        self.train_images = self.splits.train.images.to(self.device) if on_device else self.splits.train.images
-        self.train_labels = self.splits.train.labels.to(self.device)
-        self.steps_per_epoch = self.order.steps_per_epoch()
+        self.order = self.source.order
+        self.steps_per_epoch = self.source.steps_per_epoch()
         self.total_steps = cfg.schedule.epochs * self.steps_per_epoch
         if r.max_steps:
             self.total_steps = min(self.total_steps, r.max_steps)
@@ -110,8 +149,10 @@ class Trainer:
         self.elapsed = 0.0  # wall seconds of earlier sessions of this run
         if resume and run.file(CHECKPOINT).exists():
             self._restore(load_checkpoint(run.file(CHECKPOINT)))
-        elif resume:
+        elif resume and self.is_main:
             self._log(f"{run.path} has no checkpoint yet: starting it from the beginning")
+        if self.env.rank:  # the model's own draws (dropout, Shake-Shake) differ between ranks
+            torch.manual_seed(_rank_seed(r.seed, self.env.rank, self.global_step))
 
     # ----------------------------------------------------------------- state
     def _zero_meters(self) -> dict[str, Any]:
@@ -119,7 +160,18 @@ class Trainer:
                 "correct": torch.zeros((), dtype=torch.int64, device=self.device),
                 "count": 0, "train_seconds": 0.0}
 
-    def _state(self) -> dict[str, Any]:
+    def _group_meters(self) -> dict[str, Any]:
+        """The meters summed over the process group (a collective: every rank calls it)."""
+        m = self.meters
+        if not self.env.distributed:
+            return dict(m)
+        totals = torch.stack([m["loss_sum"], m["correct"].double(),
+                              torch.tensor(float(m["count"]), dtype=torch.float64, device=self.device)])
+        dist.all_sum(totals)
+        return {"loss_sum": totals[0], "correct": totals[1].round().long(), "count": int(totals[2]),
+                "train_seconds": m["train_seconds"]}
+
+    def _state(self, meters: dict[str, Any]) -> dict[str, Any]:
         return {
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
@@ -129,9 +181,10 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "data_order": {"n": self.order.n, "batch_size": self.order.batch_size, "seed": self.order.seed},
-            "meters": dict(self.meters),
+            "meters": meters,
             "history": self.history,
             "elapsed": self.elapsed + (time.perf_counter() - self._t0),
+            "world_size": self.env.world_size,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -148,48 +201,77 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         meters = state["meters"]
-        self.meters = {"loss_sum": meters["loss_sum"].to(self.device), "correct": meters["correct"].to(self.device),
-                       "count": int(meters["count"]), "train_seconds": float(meters["train_seconds"])}
+        self.meters = self._zero_meters()  # the saved meters are the group's: rank 0 carries them on
+        if self.is_main:
+            self.meters = {"loss_sum": meters["loss_sum"].to(self.device), "correct": meters["correct"].to(self.device),
+                           "count": int(meters["count"]), "train_seconds": float(meters["train_seconds"])}
         self.history = list(state["history"])
         self.elapsed = float(state["elapsed"])
         set_rng_states(state["rng"])
 
     def save_checkpoint(self) -> None:
-        save_checkpoint(self.run.file(CHECKPOINT), self._state())
+        """Write the checkpoint (rank 0; every rank must call it, the meters are summed)."""
+        meters = self._group_meters()
+        if self.is_main:
+            save_checkpoint(self.run.file(CHECKPOINT), self._state(meters))
 
     # ------------------------------------------------------------- training
     @property
     def global_step(self) -> int:
         return self.epoch * self.steps_per_epoch + self.step
 
-    def _train_step(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _plateaus(self) -> int:
+        s = self.cfg.schedule
+        if s.name != "plateau":
+            return 0
+        losses = [row["test_loss"] for row in self.history if "test_loss" in row and row["epoch"] == int(row["epoch"])]
+        return plateau_drops(losses, s.patience, s.threshold)
+
+    def lr(self, global_step: int) -> float:
+        return lr_at(self.cfg.schedule, self.base_lr, global_step, self.steps_per_epoch, self._plateaus())
+
+    def _bn_frozen(self) -> bool:
+        n = self.cfg.optim.bn_freeze_epochs
+        return n > 0 and self.epoch >= self.cfg.schedule.epochs - n
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """One optimizer step on this process's share ``(x, y)`` of the global batch; returns
+        the mean loss, the loss sum, the number correct and the number of images."""
         cfg = self.cfg
-        lr = lr_at(cfg.schedule, cfg.optim.lr, self.global_step, self.steps_per_epoch)
+        lr = self.lr(self.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        idx = idx.to(self.train_images.device, non_blocking=True)
-        gen = torch.Generator(device=self.device).manual_seed(step_seed(cfg.run.seed, self.epoch, self.step))
-        x = self.augment(self.train_images[idx].to(self.device, non_blocking=True), gen)
-        y = self.train_labels[idx.to(self.train_labels.device)]
-        with autocast_for(self.device, self.precision):
-            logits = self.forward(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.optim.label_smoothing)
+        accum = cfg.run.accum_steps
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        n = len(y)
+        for i, (xm, ym) in enumerate(zip(x.tensor_split(accum), y.tensor_split(accum))):
+            sync = self.ddp is None or i == accum - 1
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                with autocast_for(self.device, self.precision):
+                    logits = self.forward(xm)
+                    loss = F.cross_entropy(logits.float(), ym, label_smoothing=cfg.optim.label_smoothing)
+                self.scaler.scale(loss if accum == 1 else loss * (len(ym) / n)).backward()
+            loss_sum += loss.detach().double() * len(ym)
+            correct += (logits.detach().argmax(1) == ym).sum()
+        if self._bn_frozen():
+            for p in self.bn_params:
+                p.grad = None
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        loss = loss.detach()
-        correct = (logits.detach().argmax(1) == y).sum()
-        return loss, correct, len(y)
+        return (loss_sum / n).float(), loss_sum, correct, n
 
     def _check_finite(self, window: list[tuple[int, torch.Tensor]]) -> None:
         if not window:
             return
-        values = torch.stack([loss for _, loss in window]).float().cpu()
+        steps = [gstep for gstep, _ in window]
+        values = dist.all_sum(torch.stack([loss for _, loss in window]).float()).cpu()  # NaN anywhere: NaN everywhere
+        window.clear()
         finite = torch.isfinite(values)
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0])
-            gstep, value = window[i][0], float(values[i])
+            gstep, value = steps[i], float(values[i])
             epoch, step = divmod(gstep, self.steps_per_epoch)
             last = self.run.file(CHECKPOINT)
             where = f"the last checkpoint {last} is from before it" if last.exists() else "no checkpoint was written"
@@ -197,7 +279,6 @@ class Trainer:
                 f"the training loss became {value} at epoch {epoch + 1} step {step + 1} (global step {gstep + 1}); "
                 f"stopping without saving these weights ({where}); try a lower optim.lr or run.precision=fp32"
             )
-        window.clear()
 
     def fit(self) -> dict[str, Any]:
         """Train to the end of the schedule (or ``run.max_steps``); returns the summary."""
@@ -205,9 +286,9 @@ class Trainer:
 
         cfg = self.cfg
         self._t0 = time.perf_counter()
-        self.run.log_event(("resumed at" if self.global_step else "started at") +
-                           f" epoch {self.epoch} step {self.step} on {self.device}")
-        if self.global_step:
+        where = f"{self.device}" + (f" (rank {self.env.rank} of {self.env.world_size})" if self.env.distributed else "")
+        self._event(("resumed at" if self.global_step else "started at") + f" epoch {self.epoch} step {self.step} on {where}")
+        if self.global_step and self.is_main:
             self._log(f"resuming {self.run.path} at epoch {self.epoch + 1} step {self.step + 1}")
         sync_every = 1 if self.device.type == "cpu" else 25
         batch = cfg.data.batch_size
@@ -220,15 +301,19 @@ class Trainer:
             while self.epoch < cfg.schedule.epochs and self.global_step < self.total_steps:
                 bar.set_description(f"epoch {self.epoch + 1}/{cfg.schedule.epochs}")
                 self.model.train()
+                if self._bn_frozen():
+                    for m in self.model.modules():
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                            m.eval()
                 t_epoch = time.perf_counter()
-                for idx in self.order.batches(self.epoch, self.step):
-                    loss, correct, n = self._train_step(idx)
-                    self.meters["loss_sum"] += loss.double() * n
+                for x, y in self.source.train_batches(self.epoch, self.step):
+                    loss, loss_sum, correct, n = self._train_step(x, y)
+                    self.meters["loss_sum"] += loss_sum
                     self.meters["correct"] += correct
                     self.meters["count"] += n
                     window.append((self.global_step, loss))
                     self.step += 1
-                    bar.update(n)
+                    bar.update(batch)
                     done = self.global_step >= self.total_steps
                     if len(window) >= sync_every or done:
                         self._check_finite(window)
@@ -249,6 +334,10 @@ class Trainer:
             bar.close()
         return self._finish()
 
+    def _event(self, text: str) -> None:
+        if self.is_main:
+            self.run.log_event(text)
+
     def _after_step(self) -> None:
         """Called after every optimizer step (a seam for tests and subclasses)."""
 
@@ -257,12 +346,12 @@ class Trainer:
         finished = self.step >= self.steps_per_epoch
         last = self.global_step >= self.total_steps
         epoch_no = self.epoch + 1 if finished else self.epoch + self.step / self.steps_per_epoch
-        m = self.meters
+        m = self._group_meters()
         row: dict[str, float] = {
             "epoch": epoch_no,
             "train_loss": float(m["loss_sum"]) / max(1, m["count"]),
             "train_top1_err": 1.0 - int(m["correct"]) / max(1, m["count"]),
-            "lr": lr_at(cfg.schedule, cfg.optim.lr, self.global_step - 1, self.steps_per_epoch),
+            "lr": self.lr(self.global_step - 1),
             "images_per_s": m["count"] / m["train_seconds"] if m["train_seconds"] > 0 else math.nan,
             "seconds": m["train_seconds"],
             "train_seconds": m["train_seconds"],
@@ -278,39 +367,41 @@ class Trainer:
             self.meters = self._zero_meters()
         test = (f"  test loss {row['test_loss']:.4f} err {100 * row['test_top1_err']:.2f}% "
                 f"(top-5 {100 * row['test_top5_err']:.2f}%)" if "test_loss" in row else "")
-        self._echo(f"epoch {epoch_no:g}/{cfg.schedule.epochs}  train loss {row['train_loss']:.4f} "
-                   f"err {100 * row['train_top1_err']:.2f}%{test}  lr {row['lr']:.4g}  "
-                   f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f} s")
-        self.run.write_metrics(self.history)
+        if self.is_main:
+            self._echo(f"epoch {epoch_no:g}/{cfg.schedule.epochs}  train loss {row['train_loss']:.4f} "
+                       f"err {100 * row['train_top1_err']:.2f}%{test}  lr {row['lr']:.4g}  "
+                       f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f} s")
+            self.run.write_metrics(self.history)
         self.save_checkpoint()
-        self.run.write_curves(self.history)
+        if self.is_main:
+            self.run.write_curves(self.history)
 
     def test(self) -> dict[str, float]:
-        s = self.splits.test
-        return evaluate(self.forward, s.images, s.labels, self.augment.normalize,
-                        batch_size=self.cfg.data.eval_batch_size, device=self.device, precision=self.precision)
+        """Loss, top-1 and top-5 error on the test (val) split, shared out over the group."""
+        sums = eval_sums(self.eval_forward, self.source.eval_batches(), device=self.device, precision=self.precision)
+        return errors_from_sums(dist.all_sum(sums))
 
     def _finish(self) -> dict[str, Any]:
         from senet.weights import save_weights
 
-        cfg, splits = self.cfg, self.splits
+        cfg, source = self.cfg, self.source
         last = self.history[-1] if self.history else {}
         if "test_top1_err" not in last:
             res = self.test()
             last = {**last, "test_loss": res["loss"], "test_top1_err": res["top1_err"],
                     "test_top5_err": res["top5_err"]}
-        save_weights(self.model, self.run.file(WEIGHTS), classes=splits.classes, mean=splits.mean, std=splits.std)
         with torch.device("meta"):
-            meta = create_model(cfg.model.name, num_classes=len(splits.classes), **cfg.model.kwargs)
+            meta = create_model(cfg.model.name, num_classes=len(source.classes), **cfg.model.kwargs)
         cost = complexity(meta, (3, cfg.data.crop, cfg.data.crop))
         train_seconds = sum(row["train_seconds"] for row in self.history)
         summary = {
             "recipe": cfg.recipe,
             "model": cfg.model.name,
             "dataset": cfg.data.dataset,
-            "data_source": splits.train.source,
+            "data_source": source.source,
             "seed": cfg.run.seed,
             "device": str(self.device),
+            "world_size": self.env.world_size,
             "precision": self.precision,
             "epochs": last.get("epoch", 0),
             "steps": self.global_step,
@@ -320,12 +411,15 @@ class Trainer:
             "train_loss": last.get("train_loss"),
             "params": cost.params,
             "flops": cost.flops,
-            "train_images": len(splits.train.labels),
-            "test_images": len(splits.test.labels),
+            "train_images": source.n_train,
+            "test_images": source.n_test,
             "images_per_s": self.global_step * cfg.data.batch_size / max(1e-9, train_seconds),
             "train_seconds": train_seconds,
             "seconds": self.elapsed + (time.perf_counter() - self._t0),
         }
-        self.run.write_summary(summary)
-        self.run.log_event(f"finished: test top-1 error {100 * summary['test_top1_err']:.2f}%")
+        if self.is_main:
+            save_weights(self.model, self.run.file(WEIGHTS), classes=source.classes, mean=source.mean, std=source.std)
+            self.run.write_summary(summary)
+            self.run.log_event(f"finished: test top-1 error {100 * summary['test_top1_err']:.2f}%")
+        dist.barrier()  # nobody leaves (and tears the group down) before rank 0 has written
         return summary

@@ -133,14 +133,15 @@ def test_a_dead_worker_ends_the_group_and_a_restart_resumes(tiny_tree, tmp_path)
     assert not (tmp_path / "dies" / "summary.json").exists()
 
     # with --max-restarts 1: the restarted group resumes from the last checkpoint and finishes
-    proc = _torchrun("--data", str(tiny_tree), *long, "--out", str(tmp_path / "lives"), restarts=1)
+    short = [*SMALL, "--epochs", "15", "--set", "run.checkpoint_every=1"]
+    proc = _torchrun("--data", str(tiny_tree), *short, "--out", str(tmp_path / "lives"), restarts=1)
     _wait_for(lambda: (tmp_path / "lives" / "checkpoint.pt").exists(), 180, "the first checkpoint", proc)
     os.kill(_children(proc.pid)[0], signal.SIGKILL)
-    rc, out = _finish(proc, 300)
+    rc, out = _finish(proc, 600)
     assert rc == 0, out
     events = (tmp_path / "lives" / "events.log").read_text()
     assert "resumed at" in events and "finished" in events
-    assert json.loads((tmp_path / "lives" / "summary.json").read_text())["steps"] == 240
+    assert json.loads((tmp_path / "lives" / "summary.json").read_text())["steps"] == 60
 
 
 @pytest.mark.slow

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from senet.cli.model_source import add_source_arguments
+
 HELP = "evaluate a trained run (--run DIR) or a weight file (--weights FILE [--model NAME]) on a test split"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", metavar="DIR", help="a run directory written by `senet train`")
-    src.add_argument("--weights", metavar="FILE", help="a senet .safetensors file or a timm/Cadene checkpoint")
-    p.add_argument("--model", help="model name (needed for weight files that do not record it)")
-    p.add_argument("--dataset", help="cifar10, cifar100 or an ImageFolder path (default: the run's / cifar10)")
-    p.add_argument("--data", metavar="PATH", help="where the dataset is (default: searched, see README)")
-    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    add_source_arguments(p)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=500)
 
@@ -22,35 +18,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from senet.cli.model_source import load_source
     from senet.data import GpuAugment, load_split
     from senet.errors import SenetError
-    from senet.models import create_model, model_info
-    from senet.train import RunDir, evaluate
-    from senet.train.rundir import WEIGHTS
+    from senet.models import model_info
+    from senet.train import evaluate
     from senet.train.trainer import resolve_device
-    from senet.weights import read_metadata
 
-    dataset, data = args.dataset, args.data
-    if args.run:
-        run_dir = RunDir.open(args.run)
-        cfg = run_dir.config()
-        weights = run_dir.file(WEIGHTS)
-        if not weights.is_file():
-            raise SenetError(f"{run_dir.path} has no {WEIGHTS} yet (the run has not finished)")
-        dataset = dataset or cfg.data.dataset
-        data = data if data is not None else cfg.data.path
-    else:
-        weights = args.weights
-        dataset = dataset or "cifar10"
-    meta = read_metadata(weights)
-    name = args.model or meta.model
-    if not name:
-        raise SenetError(f"{weights} does not record its model; pass --model NAME")
-    model = create_model(name, pretrained=weights)
+    source = load_source(args)
+    name, model, meta = source.name, source.model, source.meta
     info = model_info(name)
     mean = meta.mean or info.mean
     std = meta.std or info.std
-    ds = load_split(dataset, args.split, data=data)
+    ds = load_split(source.dataset, args.split, data=source.data)
     outputs = next(m for m in reversed(list(model.modules())) if isinstance(m, torch.nn.Linear)).out_features
     if outputs != len(ds.classes):
         raise SenetError(f"the model has {outputs} outputs but {ds.source} has {len(ds.classes)} classes")

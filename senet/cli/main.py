@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "eval", "recipes", "models", "complexity", "convert"]
+COMMANDS = ["train", "eval", "recipes", "models", "complexity", "convert", "analyze", "ablate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,8 +40,7 @@ def _shortcuts(args: argparse.Namespace) -> dict:
 def _execution_overrides(overrides: list[str]) -> dict:
     """``--set`` values allowed with ``--resume``: how the run executes, never what it computes."""
     from senet.errors import SenetError
-    from senet.train.config import merge, parse_override
-    from senet.train.trainer import EXECUTION_ONLY
+    from senet.train.config import EXECUTION_ONLY, merge, parse_override
 
     values: dict = {}
     for text in overrides:

@@ -28,6 +28,10 @@ BACKENDS = ("auto", "nccl", "gloo")
 WARMUPS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+#: Settings that only say how a run executes, not what it computes: a run may resume with
+#: them changed, and results that differ only in them are the same experiment.
+EXECUTION_ONLY = {"run": ("device", "threads", "compile", "accum_steps", "dist_backend", "dist_timeout"),
+                  "data": ("workers", "eval_batch_size")}
 
 
 @dataclass

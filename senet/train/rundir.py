@@ -68,7 +68,7 @@ class RunDir:
         return self.path / name
 
     @classmethod
-    def create(cls, path: str | Path, cfg: Config) -> "RunDir":
+    def create(cls, path: str | Path, cfg: Config) -> RunDir:
         """A new run: refuses a folder that already holds a run (use ``--resume`` for that)."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
@@ -83,7 +83,7 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path) -> RunDir:
         run = cls(path)
         if not run.file(CONFIG).is_file():
             raise SenetError(f"{run.path} is not a senet run directory (no {CONFIG})")

@@ -36,7 +36,7 @@ from senet.errors import SenetError
 from senet.models import create_model
 from senet.train import distributed as dist
 from senet.train.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
-from senet.train.config import Config
+from senet.train.config import EXECUTION_ONLY, Config
 from senet.train.evaluate import autocast_for, errors_from_sums, eval_sums
 from senet.train.rundir import CHECKPOINT, WEIGHTS, RunDir
 from senet.train.schedule import lr_at, plateau_drops, scaled_lr
@@ -61,9 +61,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-#: Settings that only say how a run executes: a run may resume with them changed.
-EXECUTION_ONLY = {"run": ("device", "threads", "compile", "accum_steps", "dist_backend", "dist_timeout"),
-                  "data": ("workers", "eval_batch_size")}
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,415 @@
+"""The paper's ablation studies (Hu et al., TPAMI 2019, section 6, Tables 10-16) as grids of
+training runs.
+
+A *study* is a list of *cells*; each cell is the recipe's model with some SE keywords
+changed (:class:`senet.layers.SEConfig`), or the recipe model's baseline without SE:
+
+* ``reduction`` (Table 10): ``r`` in 2, 4, 8, 16, 32, and no SE;
+* ``squeeze`` (Table 11): global average vs max pooling (eq. 2);
+* ``gate`` (Table 12): sigmoid, tanh, ReLU as the excitation's gate (eq. 3);
+* ``stages`` (Table 13): SE in one stage at a time, in all stages, in none;
+* ``placement`` (Tables 14-15): SE, SE-PRE, SE-POST, SE-Identity, SE_3x3;
+* ``nosqueeze`` (Table 16): NoSqueeze (no pooling, 1x1 convolutions) vs SE vs no SE.
+
+Every cell is trained with the recipe for each of ``K`` seeds by the ordinary trainer
+(:class:`senet.train.Trainer`), each cell x seed in its own run directory
+``<out>/<cell>/seed<k>``. A finished run (``summary.json`` present) is reused, an
+interrupted one resumed from its checkpoint, and a folder whose ``config.yaml`` differs from
+what the grid now asks for is an error naming the differences (results are never silently
+overwritten). :mod:`senet.analysis.ablate_report` turns the summaries into the paper-shaped
+table and a plot.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from senet.errors import ConfigError, SenetError
+from senet.layers.se import SE_KWARGS
+from senet.train.config import EXECUTION_ONLY
+
+#: study name -> (title, the paper's table(s))
+STUDIES: dict[str, tuple[str, str]] = {
+    "reduction": ("Reduction ratio r", "Table 10"),
+    "squeeze": ("Squeeze operator", "Table 11"),
+    "gate": ("Excitation gate", "Table 12"),
+    "stages": ("SE in one stage at a time", "Table 13"),
+    "placement": ("Where the SE block goes in the residual unit", "Tables 14-15"),
+    "nosqueeze": ("No squeeze (NoSqueeze)", "Table 16"),
+}
+REDUCTIONS = (2, 4, 8, 16, 32)
+#: config keys that say how a run executes, not what it computes (ignored when matching a
+#: folder's config.yaml, as the trainer ignores them when it resumes a checkpoint)
+WHERE_IT_RUNS = {(section, key) for section, keys in EXECUTION_ONLY.items() for key in keys}
+STUDY_JSON = "study.json"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of a study: ``changes`` are the SE keywords it sets over the recipe's model
+    keywords; ``changes is None`` means the baseline model without SE."""
+
+    id: str
+    label: str
+    changes: dict[str, Any] | None
+
+    @property
+    def has_se(self) -> bool:
+        return self.changes is not None
+
+
+NO_SE = Cell("none", "no SE", None)
+
+
+def check_study(study: str) -> None:
+    if study not in STUDIES:
+        raise ConfigError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
+
+
+def study_cells(study: str, stages: Sequence[int] = (2, 3, 4)) -> list[Cell]:
+    """The paper's grid of ``study``. ``stages``: the model's SE stage numbers (paper
+    numbering, as the ``se_stages`` keyword; CIFAR ResNets have 2, 3, 4)."""
+    check_study(study)
+    if study == "reduction":
+        return [Cell(f"r{r}", f"r = {r}", {"reduction": r}) for r in REDUCTIONS] + [NO_SE]
+    if study == "squeeze":
+        return [Cell("avg", "average pooling", {"squeeze": "avg"}), Cell("max", "max pooling", {"squeeze": "max"})]
+    if study == "gate":
+        return [Cell(g, name, {"gate": g}) for g, name in (("sigmoid", "sigmoid"), ("tanh", "tanh"), ("relu", "ReLU"))]
+    if study == "stages":
+        return ([Cell(f"stage{s}", f"SE stage {s}", {"se_stages": [s]}) for s in stages]
+                + [Cell("all", "SE all", {"se_stages": None}), NO_SE])
+    if study == "placement":
+        names = (("standard", "SE"), ("pre", "SE-PRE"), ("post", "SE-POST"), ("identity", "SE-Identity"),
+                 ("conv3x3", "SE_3x3"))
+        return [Cell(p, name, {"placement": p}) for p, name in names]
+    return [Cell("nosqueeze", "NoSqueeze", {"squeeze": "none"}), Cell("se", "SE", {"squeeze": "avg"}), NO_SE]
+
+
+# ------------------------------------------------------------------ models of a study
+def _meta_model(name: str, kwargs: dict[str, Any]) -> Any:
+    import torch
+
+    from senet.models import create_model
+
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+def baseline_model(name: str) -> str:
+    """The registered model without SE that ``name`` adds SE to (``cifar_se_resnet20`` ->
+    ``cifar_resnet20``, ``se_resnet50`` -> ``resnet50``): same family, the name without its
+    ``se`` part, no SE blocks. Raises :class:`ConfigError` when there is none."""
+    from senet.models import list_models, model_info
+
+    info = model_info(name)
+    if not info.has_se:
+        return name
+    parts = name.split("_")
+    candidates = ["_".join(parts[:i] + parts[i + 1:]) for i, part in enumerate(parts) if part == "se"]
+    for cand in candidates:
+        if cand in list_models() and model_info(cand).family == info.family and not model_info(cand).has_se:
+            return cand
+    raise ConfigError(f"model {name!r} has no registered baseline without SE (looked for "
+                      f"{', '.join(map(repr, candidates)) or 'a name without its se_ part'} in family "
+                      f"{info.family!r}); the 'no SE' cell cannot be trained")
+
+
+def se_variant(name: str) -> str | None:
+    """The registered SE model whose baseline is ``name``, if any (for error messages)."""
+    from senet.models import list_models, model_info
+
+    for cand in list_models("*se_*"):
+        if model_info(cand).has_se and cand != name:
+            try:
+                if baseline_model(cand) == name:
+                    return cand
+            except ConfigError:
+                continue
+    return None
+
+
+def se_stage_numbers(name: str, kwargs: dict[str, Any] | None = None) -> list[int]:
+    """The stages (paper numbering, the ``se_stages`` keyword) in which model ``name`` has SE
+    blocks, found by building it on the meta device with SE in one stage at a time."""
+    from senet.layers import SqueezeExcite
+
+    base = {k: v for k, v in (kwargs or {}).items() if k != "se_stages"}
+    found = []
+    for stage in range(12):
+        try:
+            model = _meta_model(name, {**base, "se_stages": [stage], "se_divisor": base.get("se_divisor") or 1})
+        except ValueError:
+            continue
+        if any(isinstance(m, SqueezeExcite) for m in model.modules()):
+            found.append(stage)
+    if not found:
+        raise ConfigError(f"model {name!r} has no stage that accepts SE blocks (se_stages)")
+    return found
+
+
+@dataclass
+class PlannedCell:
+    """A cell made concrete for one recipe: the model and its full keywords."""
+
+    cell: Cell
+    model: str
+    kwargs: dict[str, Any]
+    note: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.cell.id
+
+    @property
+    def label(self) -> str:
+        return self.cell.label
+
+
+def _concrete(cell: Cell, model: str, base_kwargs: dict[str, Any], baseline: Callable[[], str]) -> PlannedCell:
+    """The model and keywords of ``cell``; a hidden width ``C/r`` that rounds to 0 (16
+    channels with ``r = 32``) gets ``se_divisor=1`` (width at least 1), noted in the table."""
+    if not cell.has_se:
+        kwargs = {k: v for k, v in base_kwargs.items() if k not in SE_KWARGS}
+        return PlannedCell(cell, baseline(), kwargs)
+    kwargs = {**base_kwargs}
+    for key, value in (cell.changes or {}).items():
+        if value is None:
+            kwargs.pop(key, None)
+        else:
+            kwargs[key] = value
+    try:
+        _meta_model(model, kwargs)
+    except ValueError as first:
+        if kwargs.get("se_divisor") is not None:
+            raise ConfigError(f"cell {cell.id!r} ({cell.label}) cannot be built: {first}") from None
+        try:
+            _meta_model(model, {**kwargs, "se_divisor": 1})
+        except ValueError:
+            raise ConfigError(f"cell {cell.id!r} ({cell.label}) cannot be built: {first}") from None
+        return PlannedCell(cell, model, {**kwargs, "se_divisor": 1},
+                           "C/r < 1 in some block: se_divisor=1 keeps its hidden width at 1")
+    return PlannedCell(cell, model, kwargs)
+
+
+# ------------------------------------------------------------------ plan
+@dataclass
+class CellRun:
+    """One cell trained with one seed: its configuration and its folder (relative to the study's)."""
+
+    cell: PlannedCell
+    seed: int
+    config: Any  # senet.train.Config
+
+    @property
+    def folder(self) -> str:
+        return f"{self.cell.id}/seed{self.seed}"
+
+
+@dataclass
+class StudyPlan:
+    """A study made concrete for a recipe: cells, seeds and the run of each cell x seed."""
+
+    study: str
+    recipe: str
+    model: str
+    base: Any  # senet.train.Config: the recipe with the user's overrides
+    cells: list[PlannedCell]
+    seeds: list[int]
+    runs: list[CellRun] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        title, table = STUDIES[self.study]
+        return f"{title} ({table})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``study.json`` holds."""
+        b = self.base
+        return {
+            "study": self.study, "title": self.title, "recipe": self.recipe, "model": self.model,
+            "dataset": b.data.dataset, "epochs": b.schedule.epochs, "train_subset": b.data.train_subset,
+            "test_subset": b.data.test_subset, "max_steps": b.run.max_steps, "seeds": self.seeds,
+            "cells": [{"id": c.id, "label": c.label, "model": c.model, "kwargs": c.kwargs, "note": c.note}
+                      for c in self.cells],
+            "runs": [r.folder for r in self.runs],
+            "base_config": b.to_dict(),
+        }
+
+
+def plan_study(
+    study: str,
+    recipe: str | None = None,
+    overrides: Sequence[str | dict[str, Any]] = (),
+    *,
+    epochs: int | None = None,
+    seeds: int = 1,
+    cells: Sequence[str] | None = None,
+) -> StudyPlan:
+    """Resolve ``recipe`` with ``overrides`` and ``epochs`` (as ``senet train`` does) and make
+    ``study``'s grid concrete for its model. ``seeds``: ``K`` runs per cell with seeds
+    ``run.seed, run.seed + 1, ...``. ``cells``: train only these cell ids (default all)."""
+    from senet.models import model_info
+    from senet.train import resolve
+    from senet.train.config import config_from_dict, merge
+
+    check_study(study)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    base = resolve(recipe, overrides, epochs=epochs)
+    name, base_kwargs = base.model.name, dict(base.model.kwargs)
+    if not model_info(name).has_se:
+        variant = se_variant(name)
+        hint = f"; use its SE variant {variant!r} (--set model.name={variant})" if variant else ""
+        raise ConfigError(f"an ablation varies the SE block, but recipe {base.recipe!r} trains {name!r}, "
+                          f"which has no SE blocks{hint}")
+    stages = se_stage_numbers(name, base_kwargs) if study == "stages" else ()
+    grid = study_cells(study, stages) if stages else study_cells(study)
+    if cells:
+        known = [c.id for c in grid]
+        unknown = [c for c in cells if c not in known]
+        if unknown:
+            raise ConfigError(f"unknown cell(s) {', '.join(unknown)} for study {study!r}; its cells: {', '.join(known)}")
+        grid = [c for c in grid if c.id in cells]
+    planned = [_concrete(c, name, base_kwargs, lambda: baseline_model(name)) for c in grid]
+    seed_list = [base.run.seed + k for k in range(seeds)]
+    plan = StudyPlan(study, base.recipe, name, base, planned, seed_list)
+    for pc in planned:
+        for seed in seed_list:
+            values = base.to_dict()
+            values["model"] = {"name": pc.model, "kwargs": pc.kwargs}
+            cfg = config_from_dict(merge(values, {"run": {"seed": seed}}))
+            plan.runs.append(CellRun(pc, seed, cfg))
+    return plan
+
+
+# ------------------------------------------------------------------ running
+def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and not (prefix == ("model",) and key == "kwargs"):
+            out.update(_flatten(value, (*prefix, key)))
+        else:
+            out[(*prefix, key)] = value
+    return out
+
+
+def config_differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``"key: A in the folder, B now"`` for every key (other than :data:`WHERE_IT_RUNS`) whose
+    value differs; ``model.kwargs`` compares as a whole."""
+    a, b = _flatten(existing), _flatten(wanted)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in WHERE_IT_RUNS or a.get(key) == b.get(key):
+            continue
+        diffs.append(f"{'.'.join(key)}: {a.get(key)!r} in the folder, {b.get(key)!r} now")
+    return diffs
+
+
+def run_state(path: Path, cfg: Any) -> str:
+    """``"new"``, ``"finished"`` (summary present) or ``"interrupted"`` for the run folder
+    ``path`` of configuration ``cfg``. A folder holding another configuration, or files but
+    no run, raises :class:`SenetError` naming it."""
+    from senet.train import RunDir
+    from senet.train.rundir import CONFIG, SUMMARY
+
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return "new"
+    if not (path / CONFIG).is_file():
+        raise SenetError(f"{path} holds files but no {CONFIG}; it is not a run of this study "
+                         f"(move it away or choose another --out)")
+    diffs = config_differences(RunDir.open(path).config().to_dict(), cfg.to_dict())
+    if diffs:
+        raise SenetError(f"{path} holds a run with a different configuration than the study now asks for "
+                         f"({'; '.join(diffs[:5])}{'; ...' if len(diffs) > 5 else ''}); "
+                         f"choose another --out, or delete that folder to retrain it")
+    return "finished" if (path / SUMMARY).is_file() else "interrupted"
+
+
+@dataclass
+class RunOutcome:
+    """What became of one cell x seed: ``status`` is ``trained``, ``resumed``, ``reused`` or ``diverged``."""
+
+    run: CellRun
+    status: str
+    summary: dict[str, Any] | None
+    error: str = ""
+
+
+def check_out(out: Path, plan: StudyPlan) -> None:
+    """Refuse a folder that holds another study (its ``study.json``)."""
+    existing = out / STUDY_JSON
+    if existing.is_file():
+        try:
+            old = json.loads(existing.read_text())
+        except json.JSONDecodeError as e:
+            raise SenetError(f"{existing} is not valid JSON ({e}); move it away or choose another --out") from None
+        if old.get("study") != plan.study or old.get("model") != plan.model:
+            raise SenetError(f"{out} holds the {old.get('study')!r} study of {old.get('model')!r}, not the "
+                             f"{plan.study!r} study of {plan.model!r}; choose another --out")
+
+
+def write_study(out: Path, plan: StudyPlan) -> None:
+    from senet.train.rundir import write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / STUDY_JSON, json.dumps(plan.to_dict(), indent=2) + "\n")
+
+
+def _pct(summary: dict[str, Any]) -> str:
+    return f"top-1 {100 * summary['test_top1_err']:.2f}%  top-5 {100 * summary['test_top5_err']:.2f}%"
+
+
+def run_study(
+    plan: StudyPlan,
+    out: str | Path,
+    *,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> list[RunOutcome]:
+    """Train every cell x seed of ``plan`` not yet finished under ``out``; returns one
+    :class:`RunOutcome` per run, in plan order. Checks every folder before training any."""
+    from senet.train import RunDir, Trainer, TrainingDiverged
+    from senet.train.rundir import SUMMARY
+
+    out = Path(out)
+    check_out(out, plan)
+    states = [run_state(out / r.folder, r.config) for r in plan.runs]  # all errors before any training
+    write_study(out, plan)
+    outcomes: list[RunOutcome] = []
+    n = len(plan.runs)
+    for i, (r, state) in enumerate(zip(plan.runs, states), 1):
+        head = f"[{i}/{n}] {r.cell.label} ({r.cell.id}) seed {r.seed}"
+        path = out / r.folder
+        if state == "finished":
+            summary = json.loads((path / SUMMARY).read_text())
+            log(f"{head}: finished earlier: {_pct(summary)}")
+            outcomes.append(RunOutcome(r, "reused", summary))
+            continue
+        run = RunDir.open(path) if state == "interrupted" else RunDir.create(path, r.config)
+        log(f"{head}: {'resuming' if state == 'interrupted' else 'training'} -> {path}")
+        t0 = time.perf_counter()
+        try:
+            summary = Trainer(r.config, run, resume=state == "interrupted", progress=progress, log=log).fit()
+        except TrainingDiverged as e:
+            run.log_event(f"stopped: {e}")
+            log(f"{head}: diverged: {e}")
+            outcomes.append(RunOutcome(r, "diverged", None, str(e)))
+            continue
+        except KeyboardInterrupt:
+            run.log_event("interrupted")
+            raise
+        log(f"{head}: {_pct(summary)}  ({time.perf_counter() - t0:.0f} s)")
+        outcomes.append(RunOutcome(r, "resumed" if state == "interrupted" else "trained", summary))
+    return outcomes
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a folder name (for default output folders)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")

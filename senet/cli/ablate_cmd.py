@@ -1,0 +1,67 @@
+"""``senet ablate``: one of the paper's ablation studies (Tables 10-16) as a grid of training runs."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run one of the paper's ablation studies (Tables 10-16) with a recipe, several seeds per cell, resumable"
+
+STUDY_NAMES = "reduction, squeeze, gate, stages, placement, nosqueeze"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", required=True, metavar="NAME", help=f"the study: {STUDY_NAMES}")
+    p.add_argument("--recipe", metavar="NAME|FILE", help="recipe of every cell (default: default); its model needs SE")
+    p.add_argument("--epochs", type=int, help="shorten/lengthen the recipe keeping its schedule's shape")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="runs per cell, seeds run.seed .. run.seed+K-1 (default 1)")
+    p.add_argument("--data", metavar="PATH", help="dataset folder or archive (default: searched, see README)")
+    p.add_argument("--out", metavar="DIR",
+                   help="study folder (default: runs/ablate-<study>-<recipe>); run the same command again to "
+                        "resume it: finished cells are reused, interrupted ones continued")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of every cell, e.g. --set data.train_subset=10000")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="run.device")
+    p.add_argument("--cells", metavar="ID,ID", help="train only these cells of the study (see --dry-run)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their model keywords, train nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+
+
+def _shortcuts(args: argparse.Namespace) -> dict:
+    values: dict = {}
+    if args.data is not None:
+        values.setdefault("data", {})["path"] = args.data
+    if args.device is not None:
+        values.setdefault("run", {})["device"] = args.device
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from senet.analysis.ablate import plan_study, run_study, safe_name
+    from senet.analysis.ablate_report import PLOT_PNG, RESULTS_CSV, RESULTS_JSON, TABLE_MD, write_report
+
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()] if args.cells else None
+    plan = plan_study(args.study, args.recipe, [*args.overrides, _shortcuts(args)], epochs=args.epochs,
+                      seeds=args.seeds, cells=cells)
+    out = Path(args.out or f"runs/ablate-{args.study}-{safe_name(plan.recipe.removesuffix('.yaml'))}")
+    b = plan.base
+    print(f"{plan.title}: {len(plan.cells)} cells x {len(plan.seeds)} seed(s) = {len(plan.runs)} runs of "
+          f"{plan.model} (recipe {plan.recipe}, {b.schedule.epochs} epochs"
+          f"{f', {b.data.train_subset} training images' if b.data.train_subset else ''}) -> {out}")
+    if args.dry_run:
+        for pc in plan.cells:
+            note = f"  ({pc.note})" if pc.note else ""
+            print(f"  {pc.id:<10} {pc.label:<16} {pc.model} {pc.kwargs}{note}")
+        return 0
+    try:
+        outcomes = run_study(plan, out, progress=False if args.no_progress else None)
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to continue {out} (finished cells are kept)")
+        raise
+    table = write_report(plan, outcomes, out)
+    print()
+    print(table, end="")
+    print(f"\nwrote {', '.join(str(out / f) for f in (TABLE_MD, RESULTS_CSV, RESULTS_JSON, PLOT_PNG))}")
+    return 0

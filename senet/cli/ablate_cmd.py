@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from senet.cli.train_cmd import shortcuts
+
 HELP = "run one of the paper's ablation studies (Tables 10-16) with a recipe, several seeds per cell, resumable"
 
 STUDY_NAMES = "reduction, squeeze, gate, stages, placement, nosqueeze"
@@ -27,15 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
 
 
-def _shortcuts(args: argparse.Namespace) -> dict:
-    values: dict = {}
-    if args.data is not None:
-        values.setdefault("data", {})["path"] = args.data
-    if args.device is not None:
-        values.setdefault("run", {})["device"] = args.device
-    return values
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -43,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.analysis.ablate_report import PLOT_PNG, RESULTS_CSV, RESULTS_JSON, TABLE_MD, write_report
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()] if args.cells else None
-    plan = plan_study(args.study, args.recipe, [*args.overrides, _shortcuts(args)], epochs=args.epochs,
+    plan = plan_study(args.study, args.recipe, [*args.overrides, shortcuts(args)], epochs=args.epochs,
                       seeds=args.seeds, cells=cells)
     out = Path(args.out or f"runs/ablate-{args.study}-{safe_name(plan.recipe.removesuffix('.yaml'))}")
     b = plan.base

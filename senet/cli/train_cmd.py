@@ -24,15 +24,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
 
 
-def _shortcuts(args: argparse.Namespace) -> dict:
+def shortcuts(args: argparse.Namespace) -> dict:
+    """The config values of the shortcut flags (--data, --skip-corrupt, --seed, --device) a
+    command defines; shared by ``train`` and ``ablate``."""
     values: dict = {}
-    if args.data is not None:
+    if getattr(args, "data", None) is not None:
         values.setdefault("data", {})["path"] = args.data
-    if args.skip_corrupt:
+    if getattr(args, "skip_corrupt", False):
         values.setdefault("data", {})["skip_corrupt"] = True
-    if args.seed is not None:
+    if getattr(args, "seed", None) is not None:
         values.setdefault("run", {})["seed"] = args.seed
-    if args.device is not None:
+    if getattr(args, "device", None) is not None:
         values.setdefault("run", {})["device"] = args.device
     return values
 
@@ -92,7 +94,7 @@ def _run(args: argparse.Namespace, env) -> int:
         distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
                                      backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
     else:
-        cfg = resolve(args.recipe, [*args.overrides, _shortcuts(args)], epochs=args.epochs)
+        cfg = resolve(args.recipe, [*args.overrides, shortcuts(args)], epochs=args.epochs)
         if args.print_config:
             say(cfg.to_yaml(), end="")
             return 0

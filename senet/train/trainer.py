@@ -61,8 +61,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-
-
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The parts of a config a resumed run must share with its checkpoint (not where it runs)."""
     out = dict(config)

@@ -139,6 +139,18 @@ def test_batch_size_one_and_odd_shapes(shape: tuple[int, ...], kw: dict, out_hw:
     assert torch.equal(out, aug(x, _gen(0)))
 
 
+def test_a_shard_gets_its_rows_of_the_whole_batch_augmentation() -> None:
+    """What each process of a group augments: rows offset..offset+B of a global batch."""
+    aug = GpuAugment(MEAN, STD, pad=4, crop=32, flip=True, cutout=8)
+    x = _images(10)
+    whole = aug(x, _gen(5))
+    parts = [aug(x[a:b], _gen(5), total=10, offset=a) for a, b in ((0, 5), (5, 10))]
+    assert torch.equal(torch.cat(parts), whole)
+    assert torch.equal(aug(x[3:4], _gen(5), total=10, offset=3), whole[3:4])
+    with pytest.raises(ValueError, match="within a batch of 10"):
+        aug(x[:4], _gen(5), total=10, offset=8)
+
+
 def test_channels_last_output() -> None:
     out = GpuAugment(MEAN, STD, channels_last=True)(_images(2), _gen(0))
     assert out.is_contiguous(memory_format=torch.channels_last)

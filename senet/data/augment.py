@@ -84,17 +84,33 @@ class GpuAugment:
         self._check(images_uint8)
         return self._layout(self._normalise(images_uint8))
 
-    def __call__(self, images_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        images_uint8: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        total: int | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
         """Augment and normalise a batch. Draw order: crop rows, crop columns, flips, Cutout
-        rows, Cutout columns (each one value per image)."""
+        rows, Cutout columns (each one value per image).
+
+        ``images_uint8`` may be the rows ``offset .. offset + B`` of a batch of ``total``
+        images (one process's shard of a global batch): the draws are made for all ``total``
+        and this part's are used, so the result equals augmenting the whole batch and slicing.
+        """
         self._check(images_uint8)
         x = images_uint8
         b, _, h, w = x.shape
+        total = b if total is None else total
+        if not 0 <= offset <= total - b:
+            raise ValueError(f"rows {offset}..{offset + b} are not within a batch of {total}")
         device = x.device
         gdev = generator.device if generator is not None else torch.device("cpu")
 
         def draw(high: int) -> torch.Tensor:
-            return torch.randint(0, high, (b,), generator=generator, device=gdev).to(device, non_blocking=True)
+            values = torch.randint(0, high, (total,), generator=generator, device=gdev)
+            return values[offset : offset + b].to(device, non_blocking=True)
 
         if self.crop is not None:
             p, c = self.pad, self.crop

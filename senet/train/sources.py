@@ -1,10 +1,10 @@
 """Where the trainer's batches come from: one process's share of every global batch.
 
 * :class:`MemorySource` (``data.loader: memory``, CIFAR, spec section 5): the splits live in
-  memory as uint8 tensors (on the GPU when there is one). Each step gathers the *global*
-  batch, augments it with a generator seeded by ``(seed, epoch, step)`` and keeps this
-  process's contiguous shard, so the ranks of a group together see exactly the batches one
-  process would, with the same augmentation.
+  memory as uint8 tensors (on the GPU when there is one). Each step takes this process's
+  contiguous shard of the global batch and augments it with the shard's part of the draws a
+  generator seeded by ``(seed, epoch, step)`` makes for the whole batch, so the ranks of a
+  group together see exactly the batches one process would, with the same augmentation.
 * :class:`StreamSource` (``data.loader: stream``, ImageNet, spec section 6): an ImageFolder
   ``train/`` + ``val/`` tree decoded and augmented per image by DataLoader workers; each
   image's augmentation is seeded by ``(seed, epoch, position)``.
@@ -23,7 +23,7 @@ from senet.data import EpochOrder, GpuAugment
 from senet.errors import DataError
 from senet.train.config import Config
 from senet.train.data import load_splits
-from senet.train.distributed import DistEnv
+from senet.train.distributed import DistEnv, barrier
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -66,13 +66,16 @@ class MemorySource:
         return t.tensor_split(self.env.world_size)[self.env.rank] if self.env.distributed else t
 
     def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        seed = self.cfg.run.seed
+        seed, rank = self.cfg.run.seed, self.env.rank
         for step, idx in enumerate(self.order.batches(epoch, start_step), start_step):
-            idx = idx.to(self.train_images.device, non_blocking=True)
+            shards = idx.tensor_split(self.env.world_size)
+            offset = sum(len(s) for s in shards[:rank])
+            part = shards[rank].to(self.train_images.device, non_blocking=True)
             gen = torch.Generator(device=self.device).manual_seed(step_seed(seed, epoch, step))
-            x = self.augment(self.train_images[idx].to(self.device, non_blocking=True), gen)
-            y = self.train_labels[idx.to(self.train_labels.device)]
-            yield self._shard(x), self._shard(y)
+            x = self.augment(self.train_images[part].to(self.device, non_blocking=True), gen,
+                             total=len(idx), offset=offset)
+            y = self.train_labels[part.to(self.train_labels.device)]
+            yield x, y
 
     def eval_batches(self) -> Iterator[Batch]:
         test, size = self.splits.test, self.cfg.data.eval_batch_size
@@ -101,7 +104,13 @@ class StreamSource:
         self.cfg, self.device, self.env = cfg, device, env
         common = {"crop": d.crop, "resize": d.resize, "scale": tuple(d.scale), "ratio": tuple(d.ratio),
                   "skip_corrupt": d.skip_corrupt}
-        self.train = StreamingImageFolder(d.path, "train", train=True, flip=d.flip, **common)
+        # An archive is extracted into each node's cache once: its first process does it while
+        # the others wait, then they read the extracted tree.
+        if env.local_rank == 0:
+            self.train = StreamingImageFolder(d.path, "train", train=True, flip=d.flip, **common)
+        barrier()
+        if env.local_rank != 0:
+            self.train = StreamingImageFolder(d.path, "train", train=True, flip=d.flip, **common)
         self.test = StreamingImageFolder(d.path, "val", train=False, **common)
         if self.test.classes != self.train.classes:
             raise DataError(f"the train and val splits of {self.train.source} have different classes "

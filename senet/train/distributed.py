@@ -74,9 +74,16 @@ def init_distributed(env: DistEnv, device: torch.device, *, backend: str = "auto
         raise SenetError("run.dist_backend=nccl needs CUDA devices; use gloo (or auto) on the CPU")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    kwargs: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(seconds=timeout_s)}
+    timeout = datetime.timedelta(seconds=timeout_s)
+    kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
     if backend == "nccl":
         kwargs["device_id"] = device
+    if env.restart_count:
+        # A restarted group meets in the same torchrun store as the group that died; without a
+        # prefix of its own a worker can read a dead worker's address and fail to connect.
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+        kwargs.update(store=dist.PrefixStore(f"senet/restart_{env.restart_count}", store), rank=rank,
+                      world_size=world_size)
     dist.init_process_group(**kwargs)
 
 

@@ -10,8 +10,10 @@ Measures, in one process, interleaved (see ``timing.py``), median of several rou
   layout) holding the same weights, checked to give the same logits first. Target <= 1.0.
 
 Inference is ``model(x)`` in eval mode under ``torch.inference_mode``; a training step is
-forward, cross-entropy, backward and an SGD (momentum 0.9) step. Targets are marked PASS
-or FAIL; the exit status is 0 unless the two implementations disagree on the logits.
+forward, cross-entropy, backward and an SGD (momentum 0.9) step. A target is marked PASS when
+the 95% confidence interval of the median paired ratio lies at or below it, FAIL when the
+interval lies above it and UNRESOLVED when it straddles it (too few or too noisy rounds).
+The exit status is 0 unless the two implementations disagree on the logits.
 
     python benchmarks/se_overhead.py                     # CPU, and CUDA when present
     python benchmarks/se_overhead.py --device cuda --amp --channels-last --json out.json
@@ -34,7 +36,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from timing import Ratio, Stats, calibrate_inner, compare, cuda_sync, machine_info, ratio  # noqa: E402
+from timing import Ratio, Stats, calibrate_inner, compare, cuda_sync, machine_info, ratio, verdict  # noqa: E402
 
 #: ``wall``: elapsed time. ``cpu``: CPU time of this process (all its threads), which does not
 #: count the time other jobs hold the cores: steadier on a shared machine, with ``--threads 1``.
@@ -154,8 +156,9 @@ def judge(r: Ratio, mode: str, device: torch.device) -> tuple[str, str]:
             note = f"; {paper}" if paper else ""
             if device.type not in devices:
                 return "", f"(no target on {device.type}{note})"
-            mark = "PASS" if r.median <= target else "FAIL"
-            return mark, f"target <= {target:.2f}: {mark}{note}"
+            mark = verdict(r.values, target)
+            why = " (the 95% CI straddles the target: more --repeats or a quieter machine)" if mark == "UNRESOLVED" else ""
+            return mark, f"target <= {target:.2f}: {mark}{why}{note}"
     return "", ""
 
 

@@ -33,7 +33,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-__all__ = ["Stats", "Ratio", "compare", "calibrate_inner", "ratio", "cuda_sync", "machine_info", "format_seconds"]
+__all__ = ["Stats", "Ratio", "compare", "calibrate_inner", "ratio", "median_ci", "verdict", "cuda_sync",
+           "machine_info", "format_seconds"]
 
 
 def _quantile(values: tuple[float, ...], q: float) -> float:
@@ -44,6 +45,44 @@ def _quantile(values: tuple[float, ...], q: float) -> float:
     pos = q * (len(data) - 1)
     lo, hi = math.floor(pos), math.ceil(pos)
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def median_ci(values: tuple[float, ...], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Distribution-free confidence interval of the median: ``(low, high, coverage)``.
+
+    The interval between the ``k``-th smallest and the ``k``-th largest of ``n`` values
+    contains the true median with probability ``1 - 2 P(B < k)``, ``B ~ Binomial(n, 1/2)``,
+    whatever the distribution of the values (they need only be independent). The widest
+    ``k`` whose coverage reaches ``confidence`` is used; with too few values for that
+    (fewer than 6 at 95%) the interval is the whole range and ``coverage`` says how much
+    less it is worth.
+    """
+    data = sorted(values)
+    n = len(data)
+    if n == 0:
+        raise ValueError("no values")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+
+    def coverage(k: int) -> float:  # of [k-th smallest, k-th largest]: 1 - 2 P(B <= k - 1)
+        return 1 - 2 * sum(math.comb(n, j) for j in range(k)) / 2**n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= confidence:
+        k += 1
+    return data[k - 1], data[n - k], coverage(k)
+
+
+def verdict(values: tuple[float, ...], target: float, confidence: float = 0.95) -> str:
+    """``"PASS"`` if the confidence interval of the median of ``values`` lies at or below
+    ``target``, ``"FAIL"`` if it lies above, ``"UNRESOLVED"`` if it straddles the target:
+    the rounds are too few or too noisy to tell."""
+    low, high, _ = median_ci(values, confidence)
+    if high <= target:
+        return "PASS"
+    if low > target:
+        return "FAIL"
+    return "UNRESOLVED"
 
 
 class _Summary:
@@ -71,9 +110,14 @@ class _Summary:
     def max(self) -> float:
         return max(self.values)
 
+    def ci(self, confidence: float = 0.95) -> tuple[float, float, float]:
+        """See :func:`median_ci`."""
+        return median_ci(self.values, confidence)
+
     def summary(self) -> dict[str, Any]:
+        low, high, coverage = self.ci()
         return {"median": self.median, "q1": self.q1, "q3": self.q3, "min": self.min, "max": self.max,
-                "values": list(self.values)}
+                "ci95": [low, high], "ci_coverage": coverage, "values": list(self.values)}
 
 
 @dataclass(frozen=True)
@@ -114,8 +158,9 @@ class Ratio(_Summary):
     of_mins: float
 
     def describe(self) -> str:
-        return (f"{self.num}/{self.den} = {self.median:.3f} (IQR {self.q1:.3f}-{self.q3:.3f}; "
-                f"ratio of medians {self.of_medians:.3f}, of minima {self.of_mins:.3f})")
+        low, high, coverage = self.ci()
+        return (f"{self.num}/{self.den} = {self.median:.3f} ({coverage:.0%} CI {low:.3f}-{high:.3f}, "
+                f"IQR {self.q1:.3f}-{self.q3:.3f}; ratio of medians {self.of_medians:.3f}, of minima {self.of_mins:.3f})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"num": self.num, "den": self.den, "of_medians": self.of_medians, "of_mins": self.of_mins,

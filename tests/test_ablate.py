@@ -110,6 +110,15 @@ def test_bad_studies_recipes_and_cells_are_clear_errors():
         _ablate("--study", "gate", "--seeds", 0, "--dry-run")
 
 
+def test_ablate_under_torchrun_is_refused_before_writing_anything(tmp_path, monkeypatch):
+    # every rank would write study.json and the report: refuse rather than race
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SenetError, match="not distributed: start it with python/senet, not torchrun"):
+        _ablate("--study", "gate", "--out", tmp_path / "study")
+    assert not (tmp_path / "study").exists()
+
+
 def test_paper_numbers_are_the_papers():
     """Every CIFAR cell has the paper's row, with the figures of SENET.md (Tables 10-16),
     and the params / GFLOPs agree with senet/paper/complexity.csv where both give them."""

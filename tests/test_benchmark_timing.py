@@ -117,3 +117,27 @@ def test_real_clock_orders_sleeps():
 def test_machine_info_names_the_machine():
     info = timing.machine_info()
     assert info["cpu"] and info["cpu_count"] >= 1 and "date" in info and "torch" in info
+
+
+def test_median_ci_uses_binomial_order_statistics():
+    # n = 11: [2nd smallest, 2nd largest] covers the median with 1 - 2 * 12/2048 = 98.8%;
+    # [3rd, 3rd] would cover only 93.5% < 95%
+    low, high, coverage = timing.median_ci(tuple(range(11, 0, -1)))
+    assert (low, high) == (2, 10)
+    assert coverage == pytest.approx(1 - 2 * 12 / 2048)
+    # too few values for 95%: the whole range, with its (lower) coverage said
+    assert timing.median_ci((3.0, 1.0, 2.0, 5.0, 4.0)) == (1.0, 5.0, pytest.approx(1 - 2 / 32))
+    with pytest.raises(ValueError, match="no values"):
+        timing.median_ci(())
+
+
+def test_verdict_is_unresolved_when_the_interval_straddles_the_target():
+    steady = (1.01,) * 11
+    assert timing.verdict(steady, 1.02) == "PASS"
+    assert timing.verdict(steady, 1.00) == "FAIL"
+    # same median (1.01) but spread over 0.96-1.06: cannot tell against 1.02
+    noisy = tuple(0.96 + 0.01 * i for i in range(11))
+    assert timing.verdict(noisy, 1.02) == "UNRESOLVED"
+    r = timing.Ratio("se", "plain", noisy, 1.0, 1.0)
+    assert "99% CI 0.970-1.050" in r.describe()  # 11 rounds: the interval's actual coverage is 98.8%
+    assert r.to_dict()["ratio"]["ci95"] == [pytest.approx(0.97), pytest.approx(1.05)]

@@ -34,6 +34,12 @@ def run(args: argparse.Namespace) -> int:
 
     from senet.analysis.ablate import plan_study, run_study, safe_name
     from senet.analysis.ablate_report import PLOT_PNG, RESULTS_CSV, RESULTS_JSON, TABLE_MD, write_report
+    from senet.errors import SenetError
+    from senet.train.distributed import dist_env
+
+    if dist_env().distributed:
+        raise SenetError("senet ablate runs its cells one after another in a single process and is not "
+                         "distributed: start it with python/senet, not torchrun (WORLD_SIZE > 1)")
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()] if args.cells else None
     plan = plan_study(args.study, args.recipe, [*args.overrides, shortcuts(args)], epochs=args.epochs,

@@ -159,6 +159,14 @@ class SEConfig:
         )
 
 
+def _fc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
+    """``scale * x @ weight.T + bias`` as one BLAS call (``addmm``'s ``alpha``)."""
+    if bias is None:
+        out = torch.mm(x, weight.t())
+        return out if scale == 1.0 else out.mul_(scale)
+    return torch.addmm(bias, x, weight.t(), alpha=scale)
+
+
 _GATE_MODULES = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 
 
@@ -200,10 +208,14 @@ class SqueezeExcite(nn.Module):
         if self.squeeze == "none":
             return self.gate(self.fc2(F.relu(self.fc1(x))))
         n, c, height, width = x.shape
-        # eq. 2; sum-then-divide is mean's arithmetic, but its backward is a view, not a full-size copy
-        z = x.sum((2, 3)).div_(height * width) if self.squeeze == "avg" else x.amax((2, 3))
-        h = F.relu(F.linear(z, self.fc1.weight.view(self.hidden, c), self.fc1.bias))
-        s = self.gate(F.linear(h, self.fc2.weight.view(c, self.hidden), self.fc2.bias))
+        if self.squeeze == "avg":
+            # eq. 2 as a sum: the 1/(HW) is applied inside fc1's matrix product (one kernel less per
+            # block), and sum's backward is a broadcast view, where mean's is a full-size copy
+            z, scale = x.sum((2, 3)), 1.0 / (height * width)
+        else:
+            z, scale = x.amax((2, 3)), 1.0
+        h = _fc(z, self.fc1.weight.view(self.hidden, c), self.fc1.bias, scale).relu_()
+        s = self.gate(_fc(h, self.fc2.weight.view(c, self.hidden), self.fc2.bias))
         return s.view(n, c, 1, 1)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:

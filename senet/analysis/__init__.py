@@ -1,8 +1,9 @@
 """Analyses of trained SE networks and the paper's ablation studies (Hu et al., TPAMI 2019,
 sections 6 and 7): ``senet ablate`` and ``senet analyze`` use these modules."""
 
-from senet.analysis.ablate import STUDIES, Cell, PlannedCell, StudyPlan, plan_study, run_study, study_cells  # noqa: F401
+from senet.analysis.ablate import STUDIES, Cell, PlannedCell, StudyPlan, plan_study, study_cells  # noqa: F401
 from senet.analysis.ablate_report import CellResult, collect, write_report  # noqa: F401
+from senet.analysis.ablate_run import RunOutcome, run_study  # noqa: F401
 from senet.analysis.excitation import (  # noqa: F401
     Excitations,
     SEBlock,

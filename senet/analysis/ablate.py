@@ -11,7 +11,8 @@ changed (:class:`senet.layers.SEConfig`), or the recipe model's baseline without
 * ``placement`` (Tables 14-15): SE, SE-PRE, SE-POST, SE-Identity, SE_3x3;
 * ``nosqueeze`` (Table 16): NoSqueeze (no pooling, 1x1 convolutions) vs SE vs no SE.
 
-Every cell is trained with the recipe for each of ``K`` seeds by the ordinary trainer
+This module plans a study; :mod:`senet.analysis.ablate_run` trains every cell with the
+recipe for each of ``K`` seeds by the ordinary trainer
 (:class:`senet.train.Trainer`), each cell x seed in its own run directory
 ``<out>/<cell>/seed<k>``. A finished run (``summary.json`` present) is reused, an
 interrupted one resumed from its checkpoint, and a folder whose ``config.yaml`` differs from
@@ -22,17 +23,13 @@ table and a plot.
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from senet.errors import ConfigError, SenetError
+from senet.errors import ConfigError
 from senet.layers.se import SE_KWARGS
-from senet.train.config import EXECUTION_ONLY
 
 #: study name -> (title, the paper's table(s))
 STUDIES: dict[str, tuple[str, str]] = {
@@ -44,10 +41,6 @@ STUDIES: dict[str, tuple[str, str]] = {
     "nosqueeze": ("No squeeze (NoSqueeze)", "Table 16"),
 }
 REDUCTIONS = (2, 4, 8, 16, 32)
-#: config keys that say how a run executes, not what it computes (ignored when matching a
-#: folder's config.yaml, as the trainer ignores them when it resumes a checkpoint)
-WHERE_IT_RUNS = {(section, key) for section, keys in EXECUTION_ONLY.items() for key in keys}
-STUDY_JSON = "study.json"
 
 
 @dataclass(frozen=True)
@@ -287,127 +280,6 @@ def plan_study(
             cfg = config_from_dict(merge(values, {"run": {"seed": seed}}))
             plan.runs.append(CellRun(pc, seed, cfg))
     return plan
-
-
-# ------------------------------------------------------------------ running
-def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out: dict[tuple[str, ...], Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and not (prefix == ("model",) and key == "kwargs"):
-            out.update(_flatten(value, (*prefix, key)))
-        else:
-            out[(*prefix, key)] = value
-    return out
-
-
-def config_differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """``"key: A in the folder, B now"`` for every key (other than :data:`WHERE_IT_RUNS`) whose
-    value differs; ``model.kwargs`` compares as a whole."""
-    a, b = _flatten(existing), _flatten(wanted)
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        if key in WHERE_IT_RUNS or a.get(key) == b.get(key):
-            continue
-        diffs.append(f"{'.'.join(key)}: {a.get(key)!r} in the folder, {b.get(key)!r} now")
-    return diffs
-
-
-def run_state(path: Path, cfg: Any) -> str:
-    """``"new"``, ``"finished"`` (summary present) or ``"interrupted"`` for the run folder
-    ``path`` of configuration ``cfg``. A folder holding another configuration, or files but
-    no run, raises :class:`SenetError` naming it."""
-    from senet.train import RunDir
-    from senet.train.rundir import CONFIG, SUMMARY
-
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        return "new"
-    if not (path / CONFIG).is_file():
-        raise SenetError(f"{path} holds files but no {CONFIG}; it is not a run of this study "
-                         f"(move it away or choose another --out)")
-    diffs = config_differences(RunDir.open(path).config().to_dict(), cfg.to_dict())
-    if diffs:
-        raise SenetError(f"{path} holds a run with a different configuration than the study now asks for "
-                         f"({'; '.join(diffs[:5])}{'; ...' if len(diffs) > 5 else ''}); "
-                         f"choose another --out, or delete that folder to retrain it")
-    return "finished" if (path / SUMMARY).is_file() else "interrupted"
-
-
-@dataclass
-class RunOutcome:
-    """What became of one cell x seed: ``status`` is ``trained``, ``resumed``, ``reused`` or ``diverged``."""
-
-    run: CellRun
-    status: str
-    summary: dict[str, Any] | None
-    error: str = ""
-
-
-def check_out(out: Path, plan: StudyPlan) -> None:
-    """Refuse a folder that holds another study (its ``study.json``)."""
-    existing = out / STUDY_JSON
-    if existing.is_file():
-        try:
-            old = json.loads(existing.read_text())
-        except json.JSONDecodeError as e:
-            raise SenetError(f"{existing} is not valid JSON ({e}); move it away or choose another --out") from None
-        if old.get("study") != plan.study or old.get("model") != plan.model:
-            raise SenetError(f"{out} holds the {old.get('study')!r} study of {old.get('model')!r}, not the "
-                             f"{plan.study!r} study of {plan.model!r}; choose another --out")
-
-
-def write_study(out: Path, plan: StudyPlan) -> None:
-    from senet.train.rundir import write_text
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / STUDY_JSON, json.dumps(plan.to_dict(), indent=2) + "\n")
-
-
-def _pct(summary: dict[str, Any]) -> str:
-    return f"top-1 {100 * summary['test_top1_err']:.2f}%  top-5 {100 * summary['test_top5_err']:.2f}%"
-
-
-def run_study(
-    plan: StudyPlan,
-    out: str | Path,
-    *,
-    progress: bool | None = None,
-    log: Callable[[str], None] = print,
-) -> list[RunOutcome]:
-    """Train every cell x seed of ``plan`` not yet finished under ``out``; returns one
-    :class:`RunOutcome` per run, in plan order. Checks every folder before training any."""
-    from senet.train import RunDir, Trainer, TrainingDiverged
-    from senet.train.rundir import SUMMARY
-
-    out = Path(out)
-    check_out(out, plan)
-    states = [run_state(out / r.folder, r.config) for r in plan.runs]  # all errors before any training
-    write_study(out, plan)
-    outcomes: list[RunOutcome] = []
-    n = len(plan.runs)
-    for i, (r, state) in enumerate(zip(plan.runs, states), 1):
-        head = f"[{i}/{n}] {r.cell.label} ({r.cell.id}) seed {r.seed}"
-        path = out / r.folder
-        if state == "finished":
-            summary = json.loads((path / SUMMARY).read_text())
-            log(f"{head}: finished earlier: {_pct(summary)}")
-            outcomes.append(RunOutcome(r, "reused", summary))
-            continue
-        run = RunDir.open(path) if state == "interrupted" else RunDir.create(path, r.config)
-        log(f"{head}: {'resuming' if state == 'interrupted' else 'training'} -> {path}")
-        t0 = time.perf_counter()
-        try:
-            summary = Trainer(r.config, run, resume=state == "interrupted", progress=progress, log=log).fit()
-        except TrainingDiverged as e:
-            run.log_event(f"stopped: {e}")
-            log(f"{head}: diverged: {e}")
-            outcomes.append(RunOutcome(r, "diverged", None, str(e)))
-            continue
-        except KeyboardInterrupt:
-            run.log_event("interrupted")
-            raise
-        log(f"{head}: {_pct(summary)}  ({time.perf_counter() - t0:.0f} s)")
-        outcomes.append(RunOutcome(r, "resumed" if state == "interrupted" else "trained", summary))
-    return outcomes
 
 
 def safe_name(text: str) -> str:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from senet.analysis.ablate import PlannedCell, RunOutcome, StudyPlan
+from senet.analysis.ablate import PlannedCell, StudyPlan
+from senet.analysis.ablate_run import RunOutcome
 from senet.analysis.paper_ablations import PAPER_SETTING, paper_ablation
 
 RESULTS_CSV, RESULTS_JSON, TABLE_MD, PLOT_PNG = "results.csv", "results.json", "table.md", "plot.png"

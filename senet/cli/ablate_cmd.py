@@ -32,8 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from senet.analysis.ablate import plan_study, run_study, safe_name
+    from senet.analysis.ablate import plan_study, safe_name
     from senet.analysis.ablate_report import PLOT_PNG, RESULTS_CSV, RESULTS_JSON, TABLE_MD, write_report
+    from senet.analysis.ablate_run import run_study
     from senet.errors import SenetError
     from senet.train.distributed import dist_env
 

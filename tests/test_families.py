@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 import senet
+from senet.errors import WeightsError
+from senet.weights import convert_weights, infer_model
 from tests.conftest import randomise
 from senet.layers import SqueezeExcite
 from senet.models import bn_inception, inception_resnet_v2, mobilenet, shufflenet, vgg
@@ -205,18 +207,39 @@ timm = pytest.importorskip("timm")
     ("inception_resnet_v2", "inception_resnet_v2", 75),
     ("mobilenetv1_100", "mobilenet", 64),
 ])
-def test_timm_logits_match(timm_name, name, side):
+def test_timm_logits_match(tmp_path, timm_name, name, side):
     torch.manual_seed(0)
     ref = randomise(timm.create_model(timm_name, num_classes=10)).eval()
-    model = senet.create_model(name, num_classes=10).eval()
+    state = ref.state_dict()
     family = {"vgg16_bn": vgg, "inception_resnet_v2": inception_resnet_v2, "mobilenet": mobilenet}[name]
-    state = family.from_timm(ref.state_dict())
-    if name == "vgg16_bn":  # VGG keys have no stem: senet.weights does not recognise them as senet's
-        model.load_state_dict(state, strict=True)
-    else:  # senet-keyed (stem.*): senet.load_weights takes them and checks every key and shape
-        assert senet.load_weights(model, state) == ([], [])
+    # the family's own renaming, checked key by key against a freshly built model
+    model = senet.create_model(name, num_classes=10).eval()
+    model.load_state_dict(family.from_timm(state), strict=True)
+    # timm's keys as they are: create_model / load_weights / infer_model find the family's from_timm
+    # (VGG-16's 0.5 GB stays in memory as a state dict; the others go through a .pth file)
+    source = state if name == "vgg16_bn" else tmp_path / f"{timm_name}.pth"
+    if name != "vgg16_bn":
+        torch.save(state, source)
+    loaded = senet.create_model(name, pretrained=source).eval()
+    assert infer_model(source) == name
+    assert senet.load_weights(senet.create_model(name, num_classes=10), source) == ([], [])
     x = torch.randn(2, 3, side, side)
     with torch.no_grad():
-        expected, got = ref(x), model(x)
+        expected, got, got_loaded = ref(x), model(x), loaded(x)
     assert expected.abs().max() > 1e-2  # the comparison means something
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got_loaded, expected, rtol=0, atol=1e-5)
+
+
+def test_timm_weights_of_another_family_or_without_se_are_named(tmp_path):
+    path = tmp_path / "mobilenetv1_100.pth"
+    torch.save(timm.create_model("mobilenetv1_100", num_classes=10).state_dict(), path)
+    with pytest.raises(WeightsError, match="timm weights are of the mobilenet family; vgg16_bn is a vgg model"):
+        senet.create_model("vgg16_bn", pretrained=path)
+    with pytest.raises(WeightsError, match="of the mobilenet family; resnet50 is a resnet model"):
+        convert_weights(path, tmp_path / "x.safetensors", model="resnet50")
+    with pytest.raises(WeightsError, match="of the mobilenet family; resnet18 is a resnet model"):
+        senet.load_weights(senet.create_model("resnet18"), path)
+    with pytest.raises(WeightsError, match=r"missing key.*\.se\.fc1\.weight"):
+        senet.create_model("se_mobilenet", pretrained=path)
+    assert not (tmp_path / "x.safetensors").exists()

@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,6 +32,8 @@ _NEUTRAL_KWARGS = ("num_classes", "drop_rate", "zero_init_last")
 _SHOW = 8
 
 PathOrState = str | Path | Mapping[str, torch.Tensor]
+#: A family module's ``from_timm``: timm's state dict of that family, renamed to senet's keys.
+Converter = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class _Checkpoint:
     origin: dict[str, str]  # senet key -> key in the file
     metadata: WeightsMetadata
     source: str
+    family: str = "resnet"  # the model family whose keys a timm / Cadene file was mapped from
 
     @property
     def layout(self) -> dict[str, Any]:
@@ -110,14 +114,37 @@ def _native_metadata(meta: Mapping[str, str], source: str) -> WeightsMetadata:
     )
 
 
-def _open(weights: PathOrState) -> _Checkpoint:
+def family_converters() -> dict[str, Converter]:
+    """family -> its module's ``from_timm``, for every registered family that has one. The
+    ResNet family's timm / Cadene keys are handled by :mod:`senet.weights.formats` itself;
+    VGG, MobileNet and Inception-ResNet-v2 bring their own renaming."""
+    from senet.models.registry import list_models, model_info
+
+    out: dict[str, Converter] = {}
+    for info in map(model_info, list_models()):
+        if info.family not in out:
+            fn = getattr(importlib.import_module(info.fn.__module__), "from_timm", None)
+            if fn is not None:
+                out[info.family] = fn
+    return out
+
+
+def _open(weights: PathOrState, converters: Mapping[str, Converter] | None = None) -> _Checkpoint:
+    """Read ``weights`` and rename its keys to senet's. A file no format of
+    :mod:`senet.weights.formats` recognises is offered to ``converters`` (family -> ``from_timm``);
+    the one that renames most of its keys is taken."""
     if isinstance(weights, Mapping):
         source = "state dict"
         raw, meta = io.unwrap_state_dict(weights, source), {}
     else:
         source = str(weights)
         raw, meta = io.read_checkpoint(weights)
-    fmt = formats.detect_format(raw, meta, source)
+    try:
+        fmt = formats.detect_format(raw, meta, source)
+    except WeightsError as e:
+        if not converters:
+            raise
+        return _converted(raw, meta, source, converters, e)
     state, origin = formats.to_senet_keys(raw, fmt, source)
     if meta.get("format") == "senet":
         metadata = _native_metadata(meta, source)
@@ -125,6 +152,24 @@ def _open(weights: PathOrState) -> _Checkpoint:
         metadata = WeightsMetadata(format=fmt, model=None, kwargs=formats.weights_layout(fmt, state, source),
                                    extra=dict(meta))
     return _Checkpoint(state, origin, metadata, source)
+
+
+def _converted(
+    raw: dict[str, torch.Tensor], meta: Mapping[str, str], source: str, converters: Mapping[str, Converter],
+    unrecognised: WeightsError,
+) -> _Checkpoint:
+    best: tuple[int, str, dict[str, torch.Tensor]] | None = None
+    for family, convert in converters.items():
+        state = convert(raw)
+        renamed = sum(new != old for new, old in zip(state, raw))
+        if len(state) == len(raw) and renamed and (best is None or renamed > best[0]):
+            best = (renamed, family, state)
+    if best is None:
+        raise WeightsError(f"{unrecognised}; nor are they timm keys of the {', '.join(converters)} "
+                           f"famil{'y' if len(converters) == 1 else 'ies'}") from None
+    _, family, state = best
+    metadata = WeightsMetadata(format="timm", model=None, kwargs={}, extra=dict(meta))
+    return _Checkpoint(state, dict(zip(state, raw)), metadata, source, family)
 
 
 def _listing(what: str, items: list[str]) -> str:
@@ -186,6 +231,15 @@ def _warn_layout(weights: Mapping[str, Any], used: Mapping[str, Any], source: st
                       "its outputs will differ from the source model's", stacklevel=stacklevel)
 
 
+def _check_family(ckpt: _Checkpoint, name: str) -> None:
+    from senet.models.registry import model_info
+
+    family = model_info(name).family
+    if ckpt.metadata.format != "senet" and family != ckpt.family:
+        raise WeightsError(f"{ckpt.source}: these {ckpt.metadata.format} weights are of the {ckpt.family} family; "
+                           f"{name} is a {family} model")
+
+
 def create_pretrained(name: str, pretrained: PathOrState, *, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
     """Build ``name`` with the layout of ``pretrained`` and load it (``create_model(..., pretrained=)``).
 
@@ -201,16 +255,14 @@ def create_pretrained(name: str, pretrained: PathOrState, *, num_classes: int | 
     Raises:
         WeightsError: unreadable file, or missing, unexpected or mis-shaped keys (all named).
     """
-    return _create_from(_open(pretrained), name, num_classes, kwargs)
+    return _create_from(_open(pretrained, family_converters()), name, num_classes, kwargs)
 
 
 def _create_from(ckpt: _Checkpoint, name: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Module:
     from senet.models.registry import create_model, model_info
 
     info = model_info(name)
-    if ckpt.metadata.format != "senet" and info.family != "resnet":
-        raise WeightsError(f"{ckpt.source}: {ckpt.metadata.format} weights are for the ResNet family; "
-                           f"{name} is a {info.family} model")
+    _check_family(ckpt, name)
     layout = ckpt.layout
     if not info.has_se:  # SE keywords are an error on a model without SE; its keys will be reported
         layout = {k: v for k, v in layout.items() if k not in SE_KWARGS}
@@ -233,14 +285,19 @@ def _create_from(ckpt: _Checkpoint, name: str, num_classes: int | None, kwargs: 
 
 
 def load_weights(model: nn.Module, path_or_state_dict: PathOrState, *, strict: bool = True) -> LoadResult:
-    """Load a senet, timm or Cadene/timm-legacy checkpoint into an existing senet model.
+    """Load a senet, timm or Cadene/timm-legacy checkpoint into an existing senet model
+    (timm's VGG, MobileNet and Inception-ResNet-v2 keys too, into a model built by
+    :func:`senet.create_model`).
 
     Warns if the model's layout (stride position, stem pooling, branch ReLU) differs from
     the one the weights were trained with: they would load, but compute something else.
     With ``strict=False`` missing and unexpected keys are returned instead of raised;
     mis-shaped keys are always an error.
     """
-    ckpt = _open(path_or_state_dict)
+    ckpt = _open(path_or_state_dict, family_converters())
+    spec = getattr(model, "senet_spec", None)
+    if spec is not None:
+        _check_family(ckpt, spec.name)
     _warn_layout(ckpt.layout, formats.model_layout(model), ckpt.source, "the model's", stacklevel=3)
     return _load_into(model, ckpt, strict=strict)
 
@@ -316,7 +373,7 @@ def read_metadata(path: str | Path) -> WeightsMetadata:
         meta = io.read_safetensors_metadata(path)
         if meta.get("format") == "senet":
             return _native_metadata(meta, str(path))
-    return _open(path).metadata
+    return _open(path, family_converters()).metadata
 
 
 def infer_model(weights: PathOrState) -> str:
@@ -327,7 +384,7 @@ def infer_model(weights: PathOrState) -> str:
     built on the ``meta`` device (no memory, no initialisation) with the checkpoint's layout
     and compared key by key. Raises ``WeightsError`` when no model or several match.
     """
-    ckpt = weights if isinstance(weights, _Checkpoint) else _open(weights)
+    ckpt = weights if isinstance(weights, _Checkpoint) else _open(weights, family_converters())
     if ckpt.metadata.model:
         return ckpt.metadata.model
     return _match_model(ckpt)
@@ -341,8 +398,8 @@ def _match_model(ckpt: _Checkpoint) -> str:
     matches = []
     for name in list_models():
         info = model_info(name)
-        # timm / Cadene keys map onto the ResNet family only; SE keys need an SE model
-        if info.has_se != has_se or (ckpt.metadata.format != "senet" and info.family != "resnet"):
+        # timm / Cadene keys map onto one family; SE keys need an SE model
+        if info.has_se != has_se or (ckpt.metadata.format != "senet" and info.family != ckpt.family):
             continue
         layout = ckpt.layout if info.has_se else {k: v for k, v in ckpt.layout.items() if k not in SE_KWARGS}
         try:
@@ -382,7 +439,7 @@ def convert_weights(
     so that ``create_model(name, pretrained=dst)`` computes what the source model computed.
     Returns the loaded model.
     """
-    ckpt = _open(src)
+    ckpt = _open(src, family_converters())
     name = model or infer_model(ckpt)
     net = _create_from(ckpt, name, None, kwargs)
     meta = ckpt.metadata

@@ -6,6 +6,10 @@
 * :func:`save_weights` / :func:`read_metadata` write and read senet-native ``.safetensors``;
 * :func:`infer_model` names the registered model whose shapes a checkpoint has;
 * :func:`convert_weights` turns a timm / Cadene checkpoint into a senet-native file.
+
+Checkpoints of the ResNet family are recognised by :mod:`senet.weights.formats`; timm files
+of the other families (VGG, MobileNet, Inception-ResNet-v2) are renamed by the ``from_timm``
+of their family's module (:func:`family_converters`).
 """
 
 from __future__ import annotations
@@ -129,10 +133,10 @@ def family_converters() -> dict[str, Converter]:
     return out
 
 
-def _open(weights: PathOrState, converters: Mapping[str, Converter] | None = None) -> _Checkpoint:
+def _open(weights: PathOrState) -> _Checkpoint:
     """Read ``weights`` and rename its keys to senet's. A file no format of
-    :mod:`senet.weights.formats` recognises is offered to ``converters`` (family -> ``from_timm``);
-    the one that renames most of its keys is taken."""
+    :mod:`senet.weights.formats` recognises is offered to :func:`family_converters`; the one
+    that renames most of its keys is taken."""
     if isinstance(weights, Mapping):
         source = "state dict"
         raw, meta = io.unwrap_state_dict(weights, source), {}
@@ -142,6 +146,7 @@ def _open(weights: PathOrState, converters: Mapping[str, Converter] | None = Non
     try:
         fmt = formats.detect_format(raw, meta, source)
     except WeightsError as e:
+        converters = family_converters()
         if not converters:
             raise
         return _converted(raw, meta, source, converters, e)
@@ -255,7 +260,7 @@ def create_pretrained(name: str, pretrained: PathOrState, *, num_classes: int | 
     Raises:
         WeightsError: unreadable file, or missing, unexpected or mis-shaped keys (all named).
     """
-    return _create_from(_open(pretrained, family_converters()), name, num_classes, kwargs)
+    return _create_from(_open(pretrained), name, num_classes, kwargs)
 
 
 def _create_from(ckpt: _Checkpoint, name: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Module:
@@ -294,7 +299,7 @@ def load_weights(model: nn.Module, path_or_state_dict: PathOrState, *, strict: b
     With ``strict=False`` missing and unexpected keys are returned instead of raised;
     mis-shaped keys are always an error.
     """
-    ckpt = _open(path_or_state_dict, family_converters())
+    ckpt = _open(path_or_state_dict)
     spec = getattr(model, "senet_spec", None)
     if spec is not None:
         _check_family(ckpt, spec.name)
@@ -373,7 +378,7 @@ def read_metadata(path: str | Path) -> WeightsMetadata:
         meta = io.read_safetensors_metadata(path)
         if meta.get("format") == "senet":
             return _native_metadata(meta, str(path))
-    return _open(path, family_converters()).metadata
+    return _open(path).metadata
 
 
 def infer_model(weights: PathOrState) -> str:
@@ -384,7 +389,7 @@ def infer_model(weights: PathOrState) -> str:
     built on the ``meta`` device (no memory, no initialisation) with the checkpoint's layout
     and compared key by key. Raises ``WeightsError`` when no model or several match.
     """
-    ckpt = weights if isinstance(weights, _Checkpoint) else _open(weights, family_converters())
+    ckpt = weights if isinstance(weights, _Checkpoint) else _open(weights)
     if ckpt.metadata.model:
         return ckpt.metadata.model
     return _match_model(ckpt)
@@ -439,7 +444,7 @@ def convert_weights(
     so that ``create_model(name, pretrained=dst)`` computes what the source model computed.
     Returns the loaded model.
     """
-    ckpt = _open(src, family_converters())
+    ckpt = _open(src)
     name = model or infer_model(ckpt)
     net = _create_from(ckpt, name, None, kwargs)
     meta = ckpt.metadata

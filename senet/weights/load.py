@@ -74,6 +74,10 @@ class _Checkpoint:
     source: str
     family: str = "resnet"  # the model family whose keys a timm / Cadene file was mapped from
 
+    def fits_family(self, family: str) -> bool:
+        """Whether these keys can be loaded into a model of ``family`` (senet files: any)."""
+        return self.metadata.format == "senet" or family == self.family
+
     @property
     def layout(self) -> dict[str, Any]:
         return {k: v for k, v in self.metadata.kwargs.items() if k != "num_classes"}
@@ -240,7 +244,7 @@ def _check_family(ckpt: _Checkpoint, name: str) -> None:
     from senet.models.registry import model_info
 
     family = model_info(name).family
-    if ckpt.metadata.format != "senet" and family != ckpt.family:
+    if not ckpt.fits_family(family):
         raise WeightsError(f"{ckpt.source}: these {ckpt.metadata.format} weights are of the {ckpt.family} family; "
                            f"{name} is a {family} model")
 
@@ -404,7 +408,7 @@ def _match_model(ckpt: _Checkpoint) -> str:
     for name in list_models():
         info = model_info(name)
         # timm / Cadene keys map onto one family; SE keys need an SE model
-        if info.has_se != has_se or (ckpt.metadata.format != "senet" and info.family != ckpt.family):
+        if info.has_se != has_se or not ckpt.fits_family(info.family):
             continue
         layout = ckpt.layout if info.has_se else {k: v for k, v in ckpt.layout.items() if k not in SE_KWARGS}
         try:

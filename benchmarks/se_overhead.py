@@ -1,19 +1,21 @@
-"""How much time SE blocks cost, and how senet's SE-ResNet-50 compares with timm's.
+"""How much time SE blocks cost, and how senet's models compare with timm's and torchvision's.
 
 Measures, in one process, interleaved (see ``timing.py``), median of several rounds:
 
-* SE overhead: ``se_resnet50`` / ``resnet50``. The paper (section 4, "computational
-  complexity") reports 209 / 190 ms = 1.10 for a training step of 256 images on 8 GPUs and
-  167 / 164 ms = 1.018 for CPU inference of one 224x224 image. Targets on CPU: <= 1.02
-  (inference, batch 1) and <= 1.03 (training step, batch 8).
-* senet vs timm: senet ``se_resnet50`` / timm ``legacy_seresnet50`` (the released SENet
-  layout) holding the same weights, checked to give the same logits first. Target <= 1.0.
+* SE overhead: ``se_resnet50`` / ``resnet50`` (the paper's layout). The paper (section 4,
+  "computational complexity") reports 209 / 190 ms = 1.10 for a training step of 256 images on
+  8 GPUs and 167 / 164 ms = 1.018 for CPU inference of one 224x224 image.
+* senet vs its peers, each pair holding the same weights (checked to give the same logits first):
+  senet ``se_resnet50`` / timm ``legacy_seresnet50`` (the released SENet layout), senet
+  ``seresnet50`` (timm's name: timm's layout, the stride on the 3x3) / timm ``seresnet50``, and
+  senet ``resnet50`` with torchvision's weights (hence its layout) / torchvision ``resnet50``.
+  Target <= 1.0 in every mode. The SE overhead of timm's layout is printed for both projects.
 
-Inference is ``model(x)`` in eval mode under ``torch.inference_mode``; a training step is
-forward, cross-entropy, backward and an SGD (momentum 0.9) step. A target is marked PASS when
-the 95% confidence interval of the median paired ratio lies at or below it, FAIL when the
-interval lies above it and UNRESOLVED when it straddles it (too few or too noisy rounds).
-The exit status is 0 unless the two implementations disagree on the logits.
+Inference is ``model(x)`` in eval mode under ``torch.inference_mode`` (batch 1 and 16 by
+default); a training step is forward, cross-entropy, backward and an SGD (momentum 0.9) step
+(batch 16). A target is marked PASS when the 95% confidence interval of the median paired ratio
+lies at or below it, FAIL when the interval lies above it and UNRESOLVED when it straddles it
+(too few or too noisy rounds). The exit status is 0 unless a pair disagrees on the logits.
 
     python benchmarks/se_overhead.py                     # CPU, and CUDA when present
     python benchmarks/se_overhead.py --device cuda --amp --channels-last --json out.json
@@ -46,13 +48,16 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 NOISY = 0.04
 
 PLAIN, SE, TIMM = "resnet50", "se_resnet50", "timm_legacy_seresnet50"
+SE_TIMM_LAYOUT, TIMM_SE = "senet_seresnet50", "timm_seresnet50"
+PLAIN_TV_LAYOUT, TV = "senet_resnet50_tv", "torchvision_resnet50"
+#: senet model -> the peer holding the same weights
+PEERS = {SE: TIMM, SE_TIMM_LAYOUT: TIMM_SE, PLAIN_TV_LAYOUT: TV}
 
 #: (numerator, denominator, mode, devices the target applies to, target, paper's figure)
 TARGETS: list[tuple[str, str, str, tuple[str, ...], float, str]] = [
     (SE, PLAIN, "inference", ("cpu",), 1.02, "paper 1.018 (CPU, batch 1)"),
     (SE, PLAIN, "train", ("cpu",), 1.03, "paper 1.10 (8 GPUs, batch 256)"),
-    (SE, TIMM, "inference", ("cpu", "cuda"), 1.0, ""),
-    (SE, TIMM, "train", ("cpu", "cuda"), 1.0, ""),
+    *[(ours, peer, mode, ("cpu", "cuda"), 1.0, "") for ours, peer in PEERS.items() for mode in ("inference", "train")],
 ]
 
 
@@ -60,19 +65,23 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def build_models(device: torch.device, with_timm: bool, channels_last: bool) -> dict[str, nn.Module]:
-    """``resnet50`` and ``se_resnet50`` from senet and, if asked, timm's ``legacy_seresnet50``;
-    the senet SE-ResNet-50 gets the timm model's (random) weights."""
+def build_models(device: torch.device, with_peers: bool, channels_last: bool) -> dict[str, nn.Module]:
+    """senet's ``resnet50`` and ``se_resnet50`` and, with ``with_peers``, each peer of
+    :data:`PEERS` with the senet model that holds its (random) weights."""
     import senet
 
     torch.manual_seed(0)
     models: dict[str, nn.Module] = {PLAIN: senet.create_model(PLAIN)}
-    if with_timm:
+    if with_peers:
         import timm
+        import torchvision
 
-        reference = timm.create_model("legacy_seresnet50", pretrained=False)
-        models[SE] = senet.create_model(SE, pretrained=reference.state_dict())
-        models[TIMM] = reference
+        peers = {TIMM: timm.create_model("legacy_seresnet50"), TIMM_SE: timm.create_model("seresnet50"),
+                 TV: torchvision.models.resnet50()}
+        names = {SE: "se_resnet50", SE_TIMM_LAYOUT: "seresnet50", PLAIN_TV_LAYOUT: "resnet50"}
+        for ours, peer in PEERS.items():
+            models[ours] = senet.create_model(names[ours], pretrained=peers[peer].state_dict())
+            models[peer] = peers[peer]
     else:
         models[SE] = senet.create_model(SE)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -80,18 +89,21 @@ def build_models(device: torch.device, with_timm: bool, channels_last: bool) -> 
 
 
 def check_agreement(models: dict[str, nn.Module], device: torch.device, channels_last: bool) -> dict[str, Any]:
-    """Max |logit difference| between senet and timm in eval mode (fp32, batch 2)."""
+    """Max |logit difference| between each senet model and its peer in eval mode (fp32, batch 2)."""
     x = torch.randn(2, 3, 224, 224, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        a = models[SE].eval()(x).float()
-        b = models[TIMM].eval()(x).float()
-    diff = (a - b).abs().max().item()
-    scale = max(1.0, b.abs().max().item())
-    # cuDNN may use TF32 convolutions: allow more there.
-    tol = (1e-4 if device.type == "cpu" else 2e-2) * scale
-    return {"max_abs_diff": diff, "max_abs_logit": b.abs().max().item(), "tolerance": tol, "ok": diff <= tol}
+    out: dict[str, Any] = {}
+    for ours, peer in PEERS.items():
+        with torch.inference_mode():
+            a = models[ours].eval()(x).float()
+            b = models[peer].eval()(x).float()
+        diff = (a - b).abs().max().item()
+        # cuDNN may use TF32 convolutions: allow more there.
+        tol = (1e-4 if device.type == "cpu" else 2e-2) * max(1.0, b.abs().max().item())
+        out[f"{ours}/{peer}"] = {"max_abs_diff": diff, "max_abs_logit": b.abs().max().item(), "tolerance": tol,
+                                 "ok": diff <= tol}
+    return out
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
@@ -163,24 +175,27 @@ def judge(r: Ratio, mode: str, device: torch.device) -> tuple[str, str]:
 
 
 def run_device(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
-    with_timm = not args.no_timm
-    if with_timm:
+    with_peers = not args.no_timm
+    if with_peers:
         try:
             import timm  # noqa: F401
+            import torchvision  # noqa: F401
         except ImportError:
-            log("timm is not installed: skipping senet vs timm (pip install timm)")
-            with_timm = False
-    models = build_models(device, with_timm, args.channels_last)
+            log("timm or torchvision is not installed: skipping senet vs its peers (pip install timm torchvision)")
+            with_peers = False
+    models = build_models(device, with_peers, args.channels_last)
     result: dict[str, Any] = {"modes": {}}
-    if with_timm:
-        agreement = check_agreement(models, device, args.channels_last)
-        result["agreement"] = agreement
-        log(f"[{device.type}] senet vs timm logits: max |diff| {agreement['max_abs_diff']:.2e} "
-            f"(tolerance {agreement['tolerance']:.1e}): {'agree' if agreement['ok'] else 'DISAGREE'}")
+    if with_peers:
+        result["agreement"] = check_agreement(models, device, args.channels_last)
+        for pair, agreement in result["agreement"].items():
+            log(f"[{device.type}] {pair} logits: max |diff| {agreement['max_abs_diff']:.2e} "
+                f"(tolerance {agreement['tolerance']:.1e}): {'agree' if agreement['ok'] else 'DISAGREE'}")
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    pairs = [(SE, PLAIN)] + ([(SE, TIMM)] if with_timm else [])
-    for mode in args.modes:
-        batch = args.infer_batch if mode == "inference" else args.train_batch
+    pairs = [(SE, PLAIN)]
+    if with_peers:
+        pairs += [*PEERS.items(), (SE_TIMM_LAYOUT, PLAIN_TV_LAYOUT), (TIMM_SE, TV)]
+    runs = [("inference", b) for b in args.infer_batch] + [("train", b) for b in args.train_batch]
+    for mode, batch in runs:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(batch, 3, args.size, args.size, generator=gen).to(device, memory_format=fmt)
         if mode == "inference":
@@ -190,7 +205,8 @@ def run_device(device: torch.device, args: argparse.Namespace) -> dict[str, Any]
             fns = train_fns(models, x, y, args.amp)
         stats, inner = run_mode(mode, fns, args, device)
         ratios = [ratio(stats, num, den) for num, den in pairs]
-        result["modes"][mode] = {
+        result["modes"][f"{mode}_b{batch}"] = {
+            "mode": mode,
             "batch": batch,
             "inner": inner,
             "stats": {k: s.to_dict() for k, s in stats.items()},
@@ -213,7 +229,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", nargs="+", default=None,
                    help="devices to run on (default: cpu, and cuda when available)")
-    p.add_argument("--modes", nargs="+", choices=("inference", "train"), default=["inference", "train"])
     p.add_argument("--repeats", type=int, default=11, help="interleaved rounds of training steps (default 11)")
     p.add_argument("--infer-repeats", type=int, default=None,
                    help="interleaved rounds of inference (default: 3 x --repeats; inference is cheap)")
@@ -221,15 +236,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-time", type=float, default=0.25,
                    help="seconds one measurement lasts at least; sets the calls per measurement (default 0.25)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--infer-batch", type=int, default=1)
-    p.add_argument("--train-batch", type=int, default=8)
+    p.add_argument("--infer-batch", type=int, nargs="*", default=[1, 16],
+                   help="inference batch sizes (default 1 16; none: no inference)")
+    p.add_argument("--train-batch", type=int, nargs="*", default=[16],
+                   help="training-step batch sizes (default 16; none: no training)")
     p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall (default) or cpu: this process's CPU time, for a machine shared with other "
                         "jobs (use with --threads 1; CPU devices only)")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    p.add_argument("--no-timm", action="store_true", help="skip the senet vs timm comparison")
+    p.add_argument("--no-timm", action="store_true", help="skip the senet vs timm / torchvision comparisons")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="do not print each round")
     p.add_argument("--json", type=Path, default=None, help="write the results (and machine info) here")
     args = p.parse_args(argv)
@@ -237,6 +254,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.infer_repeats = 3 * args.repeats
     if args.repeats < 1 or args.infer_repeats < 1 or args.warmup < 0 or args.min_time < 0:
         p.error("need --repeats >= 1, --infer-repeats >= 1, --warmup >= 0, --min-time >= 0")
+    if any(b < 1 for b in args.infer_batch + args.train_batch):
+        p.error("batch sizes must be >= 1")
     if args.clock == "cpu" and any(torch.device(d).type != "cpu" for d in args.device or ["cpu"]):
         p.error("--clock cpu measures CPU time: use it with --device cpu")
     return args
@@ -265,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         log(f"results written to {args.json}")
-    agree = all(d.get("agreement", {}).get("ok", True) for d in results["devices"].values())
+    agree = all(a["ok"] for d in results["devices"].values() for a in d.get("agreement", {}).values())
     return 0 if agree else 1
 
 

@@ -2,9 +2,17 @@
 
 from senet.complexity import Complexity, complexity
 from senet.layers import SEConfig, SqueezeExcite
-from senet.models import create_model, list_models, model_info
+from senet.models import (
+    convert_weights,
+    create_model,
+    infer_model,
+    list_models,
+    load_weights,
+    model_info,
+    read_metadata,
+    save_weights,
+)
 from senet.surgery import add_se
-from senet.weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 
@@ -14,10 +22,13 @@ __all__ = [
     "SqueezeExcite",
     "add_se",
     "complexity",
+    "convert_weights",
     "create_model",
+    "infer_model",
     "list_models",
     "load_weights",
     "model_info",
+    "read_metadata",
     "save_weights",
     "__version__",
 ]

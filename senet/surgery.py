@@ -6,7 +6,7 @@
   senet's own ResNet blocks, and any block described by a :class:`ResidualLayout`): SE on the
   residual branch before the sum (Fig. 3), or at another ``placement`` (Tables 14-15). A block is
   replaced by :class:`SEResidual`, which keeps the block's own submodules under their own names
-  and runs them through :func:`~senet.layers.residual_forward`, the project's single definition
+  and runs them through :class:`~senet.layers.ResidualUnit`, the project's single definition
   of the placements;
 * **plain stacks** (VGG-like ``nn.Sequential``): SE after each convolution's non-linearity
   (``Conv2d``, optional norm layers, activation): the activation is wrapped in :class:`SEAfter`.
@@ -36,7 +36,8 @@ from typing import Any, Callable, Union
 import torch
 from torch import nn
 
-from senet.layers import SE_KWARGS, SEConfig, SqueezeExcite, make_block_se, residual_forward
+from senet.layers import SE_KWARGS, ResidualUnit, SEConfig, SqueezeExcite, make_block_se
+from senet.models._features import module_stages
 
 DESCEND = "descend"  #: rule: the module is a container, look inside it
 
@@ -155,11 +156,12 @@ def _has_conv(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
-class SEResidual(nn.Module):
-    """A residual block run by :func:`~senet.layers.residual_forward` with an SE block.
+class SEResidual(ResidualUnit):
+    """A residual block run by :class:`~senet.layers.ResidualUnit` with an SE block.
 
     The block's children are adopted under their own names (same modules, same parameters,
-    same state-dict keys); ``se`` is added. The computation is described by ``layout``.
+    same state-dict keys); ``se`` is added. The computation is described by ``layout``; the
+    block's own stochastic depth, if any, is part of its branch.
     """
 
     def __init__(self, block: nn.Module, layout: ResidualLayout, se: SqueezeExcite, placement: str) -> None:
@@ -168,29 +170,39 @@ class SEResidual(nn.Module):
             if not hasattr(block, name):
                 raise ValueError(f"the ResidualLayout of {_qualname(type(block))} names {name!r}, "
                                  "which the block does not have")
+        clash = {"se", "placement", "fuse_se"} & {n for n, _ in block.named_children()}
+        if clash:
+            raise ValueError(f"{_qualname(type(block))} has children named {sorted(clash)}; add_se needs those names")
         for name, child in block.named_children():
             self.add_module(name, child)
         self.se = se
         self.placement = placement
+        self.fuse_se = True
         self.wrapped = _qualname(type(block))
         self._branch_names = layout.branch
-        self._se_after = layout.conv3x3 if placement == "conv3x3" else -1
+        self._conv3x3 = layout.conv3x3 if layout.conv3x3 is not None else -1
         self._shortcut_name = layout.shortcut
         self._act_name = layout.act
 
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         for i, name in enumerate(self._branch_names):
             module = self._modules.get(name)
             if module is not None:
                 x = module(x)
-            if i == self._se_after:
-                x = self.se(x)
+            if i == self._conv3x3:
+                x = self.se_inner(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self._modules.get(self._shortcut_name) if self._shortcut_name else None
+        return self.merge(x, x if shortcut is None else shortcut(x))
+
+    def dropped(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def post_act(self, x: torch.Tensor) -> torch.Tensor:
         act = self._modules.get(self._act_name) if self._act_name else None
-        return residual_forward(x, self._branch, shortcut, self.se, self.placement, act)
+        return x if act is None else act(x)
 
     def extra_repr(self) -> str:
         return f"wraps {self.wrapped}, placement={self.placement}"
@@ -250,6 +262,7 @@ class _Site:
     rule: Any  # ResidualLayout or function; None for a plain-stack activation
     channels: int = 0  # plain-stack sites: the convolution's output channels
     stage: int = -1
+    path: str = ""  # the module's path in the model
 
 
 def _unknown(module: nn.Module, path: str) -> ValueError:
@@ -273,7 +286,8 @@ def _collect(module: nn.Module, path: str, sites: list[_Site], plain: list[_Site
             while j < len(children) and isinstance(children[j][1], _NORMS):
                 j += 1
             if j < len(children) and isinstance(children[j][1], _ACTS):
-                plain.append(_Site(module, children[j][0], children[j][1], None, child.out_channels))
+                where = f"{path}.{children[j][0]}" if path else children[j][0]
+                plain.append(_Site(module, children[j][0], children[j][1], None, child.out_channels, path=where))
     for name, child in module.named_children():
         where = f"{path}.{name}" if path else name
         rule = _rule(child)
@@ -284,11 +298,17 @@ def _collect(module: nn.Module, path: str, sites: list[_Site], plain: list[_Site
         elif rule is _UNSET:
             raise _unknown(child, where)
         else:
-            sites.append(_Site(module, name, child, rule))
+            sites.append(_Site(module, name, child, rule, path=where))
 
 
 def _number_stages(model: nn.Module, sites: list[_Site], input_size: tuple[int, int, int]) -> None:
-    """Stage of each site: ``log2(input side / site output side)``, from one forward pass on ``meta``."""
+    """Stage of each site: from a senet model's ``feature_info`` (:func:`~senet.models.module_stages`);
+    for other models ``log2(input side / site output side)``, from one forward pass on ``meta``."""
+    if getattr(model, "feature_info", None):
+        stages = module_stages(model)
+        for site in sites:
+            site.stage = stages[site.path]
+        return
     shapes: dict[int, torch.Size] = {}
 
     def record(k: int) -> Callable[..., None]:

@@ -139,7 +139,7 @@ def test_vgg_features_match_senet_se_vgg():
             index = str(int(index) - 2)
         state[f"features.{index}.{rest}"] = value
     # torchvision numbers the conv stack as timm does
-    mapped = {k.replace(".conv.se.", ".se."): v for k, v in vgg.from_timm(state).items()}
+    mapped = {k.replace(".conv.se.", ".se."): v for k, v in vgg.from_timm(state).state.items()}
     missing, unexpected = ref.load_state_dict(mapped, strict=False)
     assert not unexpected and all(k.startswith(("pre_logits.", "fc.")) for k in missing)
     x = torch.randn(2, 3, 32, 32)

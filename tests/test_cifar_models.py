@@ -111,7 +111,7 @@ def test_forward_backward_shapes_at_two_sizes(name):
     feats = model.forward_features(torch.randn(2, 3, 32, 32))
     assert feats.shape == (2, model.num_features, 8, 8)
     assert model.forward_head(feats).shape == (2, 5)
-    assert len(model.stages) == 3
+    assert len([model.layer1, model.layer2, model.layer3]) == 3
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -185,8 +185,8 @@ def test_se_channels_follow_the_placement():
 def test_se_stages_selects_stage_three_only(name):
     with torch.device("meta"):
         model = senet.create_model(name, se_stages=(3,))
-    assert [bool(_se_blocks(stage)) for stage in model.stages] == [False, True, False]
-    assert all(_se_blocks(block) for block in model.stages[1])
+    assert [bool(_se_blocks(stage)) for stage in (model.layer1, model.layer2, model.layer3)] == [False, True, False]
+    assert all(_se_blocks(block) for block in model.layer2)
 
 
 @pytest.mark.parametrize("bad", [(1,), (5,), (2, 6)])

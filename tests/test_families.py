@@ -16,7 +16,7 @@ from torch import nn
 
 import senet
 from senet.errors import WeightsError
-from senet.weights import convert_weights, infer_model
+from senet.models import convert_weights, infer_model
 from tests.conftest import randomise
 from senet.layers import SqueezeExcite
 from senet.models import bn_inception, inception_resnet_v2, mobilenet, shufflenet, vgg
@@ -160,6 +160,12 @@ def test_bn_inception_reduction_pool(side):
         assert torch.equal(pool(x), nn.MaxPool2d(3, 2, ceil_mode=True)(x))
 
 
+@pytest.mark.parametrize("side", [9, 10, 112, 113])
+def test_bn_inception_stem_pool_is_caffes_ceil_mode_pooling(side):
+    x = torch.randn(1, 2, side, side + 1)
+    assert torch.equal(bn_inception.CeilMaxPool()(x), nn.MaxPool2d(3, 2, ceil_mode=True)(x))
+
+
 @pytest.mark.parametrize("side", [199, 207, 224])  # 199: odd side at 3c, 207: at 4e
 def test_bn_inception_input_sides(side):
     model = meta_model("se_bn_inception", num_classes=3).eval()
@@ -214,7 +220,7 @@ def test_timm_logits_match(tmp_path, timm_name, name, side):
     family = {"vgg16_bn": vgg, "inception_resnet_v2": inception_resnet_v2, "mobilenet": mobilenet}[name]
     # the family's own renaming, checked key by key against a freshly built model
     model = senet.create_model(name, num_classes=10).eval()
-    model.load_state_dict(family.from_timm(state), strict=True)
+    model.load_state_dict(family.from_timm(state).state, strict=True)
     # timm's keys as they are: create_model / load_weights / infer_model find the family's from_timm
     # (VGG-16's 0.5 GB stays in memory as a state dict; the others go through a .pth file)
     source = state if name == "vgg16_bn" else tmp_path / f"{timm_name}.pth"

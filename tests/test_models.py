@@ -56,7 +56,7 @@ def test_default_num_classes():
 
 def test_unknown_name_lists_the_closest():
     with pytest.raises(ValueError, match="closest: se_resnet50"):
-        senet.create_model("seresnet50")
+        senet.create_model("se_resnet5")
 
 
 def test_list_models_pattern():

@@ -202,4 +202,4 @@ def test_gate_hook_sees_the_excitation():
     se.gate.register_forward_hook(lambda m, i, o: got.append(o))
     u = torch.randn(2, 32, 4, 4)
     se(u)
-    torch.testing.assert_close(got[0][:, :, None, None], se.excite(u))
+    torch.testing.assert_close(got[0], se.excite(u))

@@ -13,7 +13,7 @@ from senet.train import RunDir, Trainer, TrainingDiverged, resolve
 from senet.train.checkpoint import load_checkpoint
 from senet.train.data import check_labels
 from senet.data import ImageDataset
-from senet.weights import read_metadata
+from senet.models import read_metadata
 
 SMALL = ["--set", "data.dataset=imagefolder", "--set", "data.crop=16", "--set", "data.pad=2", "--set", "data.batch_size=16", "--no-progress"]
 

@@ -25,7 +25,8 @@ from tests.conftest import randomise
 from senet.cli.main import main
 from senet.errors import WeightsError
 from senet.models import registry
-from senet.weights import WeightsMetadata, create_pretrained, infer_model, load_weights, read_metadata, save_weights
+from senet.models import infer_model, load_weights, read_metadata, save_weights
+from senet.weights import WeightsMetadata
 
 timm = pytest.importorskip("timm")
 
@@ -147,17 +148,21 @@ def test_senet_native_round_trip(tmp_path):
     meta = read_metadata(path)
     assert meta == WeightsMetadata(
         format="senet", model="se_resnet18", kwargs={"num_classes": 10, "reduction": 8, "se_stages": [3, 4]},
-        classes=classes, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), senet_version=senet.__version__,
-        extra={"note": "round trip"})
+        data={"classes": classes, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "input_size": [3, 224, 224],
+              "crop_pct": 0.875, "interpolation": "bilinear"},
+        senet_version=senet.__version__, extra={"note": "round trip"})
+    assert meta.mean == (0.5, 0.5, 0.5) and meta.classes == classes
     loaded = senet.create_model("se_resnet18", pretrained=path).eval()
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), loaded(x))
     assert loaded.senet_spec.kwargs == {"num_classes": 10, "reduction": 8, "se_stages": [3, 4]}
     assert loaded.layer1[0].se is None and loaded.layer3[0].se.hidden == 256 // 8
     assert loaded.senet_weights.classes == classes
-    # overwriting goes through a temporary file too, and keeps the folder clean
+    assert loaded.pretrained_cfg["classes"] == tuple(classes) and loaded.pretrained_cfg["std"] == (0.25, 0.25, 0.25)
+    # overwriting goes through a temporary file too, and keeps the folder clean; the model's
+    # pretrained config (class names, normalisation) goes with it
     save_weights(loaded, path)
-    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"] and read_metadata(path).classes is None
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"] and read_metadata(path).classes == classes
 
 
 def test_save_weights_errors(tmp_path):
@@ -305,7 +310,7 @@ def test_convert_cli_errors(tmp_path, capsys, monkeypatch):
     assert "several models (se_resnet18, se_resnet18_twin); pass --model" in capsys.readouterr().err
     with pytest.raises(WeightsError, match="refusing to execute code"):
         torch.save({"x": _Marker(tmp_path / "m")}, tmp_path / "e.pth")
-        create_pretrained("resnet18", tmp_path / "e.pth")
+        senet.create_model("resnet18", pretrained=tmp_path / "e.pth")
     assert main(["convert", str(tmp_path / "e.pth"), str(dst)]) == 2
     assert not (tmp_path / "m").exists()
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from senet.errors import ConfigError
-from senet.layers.se import SE_KWARGS
+from senet.layers.se import SE_KWARGS, SqueezeExcite
 
 #: study name -> (title, the paper's table(s))
 STUDIES: dict[str, tuple[str, str]] = {
@@ -130,18 +130,13 @@ def se_variant(name: str) -> str | None:
 
 def se_stage_numbers(name: str, kwargs: dict[str, Any] | None = None) -> list[int]:
     """The stages (paper numbering, the ``se_stages`` keyword) in which model ``name`` has SE
-    blocks, found by building it on the meta device with SE in one stage at a time."""
-    from senet.layers import SqueezeExcite
+    blocks, read from the ``feature_info`` of the model built once on the meta device."""
+    from senet.models import module_stages
 
     base = {k: v for k, v in (kwargs or {}).items() if k != "se_stages"}
-    found = []
-    for stage in range(12):
-        try:
-            model = _meta_model(name, {**base, "se_stages": [stage], "se_divisor": base.get("se_divisor") or 1})
-        except ValueError:
-            continue
-        if any(isinstance(m, SqueezeExcite) for m in model.modules()):
-            found.append(stage)
+    model = _meta_model(name, {**base, "se_divisor": base.get("se_divisor") or 1})
+    stages = module_stages(model)
+    found = sorted({stages[p] for p, m in model.named_modules() if isinstance(m, SqueezeExcite)})
     if not found:
         raise ConfigError(f"model {name!r} has no stage that accepts SE blocks (se_stages)")
     return found

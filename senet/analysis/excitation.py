@@ -10,12 +10,11 @@ measures that numerically.
 ImageNet ResNet family stages 2-5 (``conv2_x`` ... ``conv5_x``, the stem is stage 1); for the
 CIFAR families (CIFAR ResNets, WRN, Shake-Shake) stages 2, 3, 4 (the stem is stage 1); for
 the other families the ``_common`` rule of :mod:`senet.models` (stage ``s`` holds units whose
-output is ``1/2**s`` of the input side). For a model built by :func:`senet.create_model` the
-stage of each SE block is read by rebuilding the model on the ``meta`` device with
-``se_stages=[s]`` for each ``s``, so the names always agree with ``se_stages``. Other models
-(e.g. a torchvision ResNet after :func:`senet.add_se`): a block under ``layer<i>`` is in stage
-``i + 1`` (the torchvision/timm ResNet layout), otherwise stage containers are numbered 1, 2 ...
-in order. The block number counts from 1 within the stage: the index of the block in its
+output is ``1/2**s`` of the input side). A senet model declares these numbers in its
+``feature_info`` (:func:`senet.models.module_stages`), the same ones ``se_stages`` takes. Other
+models (e.g. a torchvision ResNet after :func:`senet.add_se`): a block under ``layer<i>`` is in
+stage ``i + 1`` (the torchvision/timm ResNet layout), otherwise stage containers are numbered
+1, 2 ... in order. The block number counts from 1 within the stage: the index of the block in its
 ``nn.Sequential`` (``layer3.4.se`` is block 5), or the SE block's rank within the stage where
 the blocks carry no index (BN-Inception's ``3c``, ``4a`` ...).
 
@@ -26,8 +25,6 @@ The statistics of the recorded excitations (class-specificity score, channel imp
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import math
 import re
 import warnings
@@ -39,6 +36,7 @@ from torch import nn
 
 from senet.errors import SenetError
 from senet.layers.se import SqueezeExcite
+from senet.models._features import module_stages
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -74,26 +72,6 @@ class Excitations:
 
 
 # ---------------------------------------------------------------- finding the SE blocks
-
-
-def _rebuilt_stages(name: str, kwargs_json: str) -> dict[str, int] | None:
-    """Module path of each SE block -> its ``se_stages`` number, by rebuilding the registered
-    model on the meta device with one stage of SE at a time; ``None`` if that fails."""
-    from senet.models.registry import create_model
-
-    kwargs = {k: v for k, v in json.loads(kwargs_json).items() if k != "se_stages"}
-    found: dict[str, int] = {}
-    for stage in range(8):
-        try:
-            with torch.device("meta"):
-                model = create_model(name, se_stages=[stage], **kwargs)
-        except ValueError:  # no such stage
-            continue
-        found.update({p: stage for p, m in model.named_modules() if isinstance(m, SqueezeExcite)})
-    return found or None
-
-
-_cached_stages = functools.lru_cache(maxsize=32)(_rebuilt_stages)
 
 
 def _structural_stages(paths: list[str]) -> dict[str, int]:
@@ -140,16 +118,9 @@ def find_se_blocks(model: nn.Module) -> list[SEBlock]:
         raise SenetError(f"{name} has no SE blocks to analyse; use an SE model (e.g. cifar_se_resnet20, "
                          "se_resnet50) or add SE blocks with senet.add_se")
     paths = [p for p, _ in modules]
-    stages = None
-    spec = getattr(model, "senet_spec", None)
-    if spec is not None:
-        try:
-            stages = _cached_stages(spec.name, json.dumps(spec.kwargs, sort_keys=True))
-        except (TypeError, ValueError, RuntimeError, NotImplementedError):  # e.g. kwargs not JSON: fallback
-            stages = None
-        if stages is not None and not set(paths) <= set(stages):
-            stages = None  # the model was changed after create_model
-    if stages is None:
+    if getattr(model, "feature_info", None):
+        stages = module_stages(model)
+    else:
         stages = _structural_stages(paths)
     by_stage: dict[int, list[str]] = {}
     for p in paths:

@@ -57,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
 
-    import torch
 
     from senet.analysis.excitation import (
         find_se_blocks,
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.analysis.excitation_plots import plot_class_means, plot_class_spread
     from senet.analysis.excitation_stats import analyse, summary_table, write_outputs
     from senet.cli.model_source import load_source
-    from senet.data import GpuAugment, channel_stats, load_split
+    from senet.data import GpuAugment, load_split
     from senet.train.trainer import resolve_device
 
     if args.per_class < 1:
@@ -77,14 +76,14 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     source = load_source(args)
-    name, model, meta, weights = source.name, source.model, source.meta, source.weights
+    name, model, meta = source.name, source.model, source.meta
     dataset, data = source.dataset, source.data
     blocks = find_se_blocks(model)  # fails early for a model without SE
     fig_blocks = _figure_blocks(args.blocks, blocks)
     out = Path(args.out) if args.out else (Path(args.run) / "analysis" if args.run else Path("analysis") / name)
 
     ds = load_split(dataset, args.split, data=data)
-    outputs = next((m.out_features for m in reversed(list(model.modules())) if isinstance(m, torch.nn.Linear)), None)
+    outputs = model.num_classes or None
     if meta.classes and list(meta.classes) != list(ds.classes):
         print(f"warning: the model was trained on other classes ({', '.join(meta.classes[:5])}, ...) than those of "
               f"{ds.source}; excitations are grouped by the data's classes", file=sys.stderr)
@@ -102,12 +101,8 @@ def run(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
 
-    if meta.mean and meta.std:
-        mean, std = meta.mean, meta.std
-    else:
-        train = ds if args.split == "train" else load_split(dataset, "train", data=data)
-        mean, std = channel_stats(train)
-        print(f"{weights} records no normalisation; using the channel statistics of {train.source} (train)")
+    # the normalisation the weights were trained with: the file's, else the model's default (as eval)
+    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
     device = resolve_device(args.device)
     model.to(device)
     exc = record_excitations(

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from senet.cli.complexity_cmd import _parse_kwargs
-    from senet.weights import convert_weights
+    from senet.models import convert_weights
 
     classes = None
     if args.classes:

@@ -16,22 +16,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from senet.cli.model_source import load_source
     from senet.data import GpuAugment, load_split
     from senet.errors import SenetError
-    from senet.models import model_info
     from senet.train import evaluate
     from senet.train.trainer import resolve_device
 
     source = load_source(args)
     name, model, meta = source.name, source.model, source.meta
-    info = model_info(name)
-    mean = meta.mean or info.mean
-    std = meta.std or info.std
+    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
     ds = load_split(source.dataset, args.split, data=source.data)
-    outputs = next(m for m in reversed(list(model.modules())) if isinstance(m, torch.nn.Linear)).out_features
+    outputs = model.num_classes
     if outputs != len(ds.classes):
         raise SenetError(f"the model has {outputs} outputs but {ds.source} has {len(ds.classes)} classes")
     if meta.classes and list(meta.classes) != list(ds.classes):

@@ -36,7 +36,6 @@ def load_source(args: argparse.Namespace) -> ModelSource:
     from senet.models import create_model
     from senet.train import RunDir
     from senet.train.rundir import WEIGHTS
-    from senet.weights import read_metadata
 
     dataset, data = args.dataset, args.data
     if args.run:
@@ -54,8 +53,5 @@ def load_source(args: argparse.Namespace) -> ModelSource:
         if not weights.is_file():
             raise SenetError(f"--weights {weights}: no such file")
         dataset = dataset or "cifar10"
-    meta = read_metadata(weights)
-    name = args.model or meta.model
-    if not name:
-        raise SenetError(f"{weights} does not record its model; pass --model NAME")
-    return ModelSource(name, create_model(name, pretrained=weights), meta, weights, dataset, data)
+    model = create_model(args.model, pretrained=weights)
+    return ModelSource(model.senet_spec.name, model, model.senet_weights, weights, dataset, data)

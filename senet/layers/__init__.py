@@ -1,17 +1,23 @@
 """Building blocks shared by every model family."""
 
-from senet.layers.residual import make_block_se, residual_forward, se_channels
+from senet.layers.drop import DropPath, drop_path_rates
+from senet.layers.pool import POOL_TYPES, GlobalPool
+from senet.layers.residual import ResidualUnit, make_block_se, se_channels
 from senet.layers.se import GATES, PLACEMENTS, SE_KWARGS, SQUEEZES, SEConfig, SqueezeExcite, hidden_channels
 
 __all__ = [
     "GATES",
     "PLACEMENTS",
+    "POOL_TYPES",
     "SE_KWARGS",
     "SQUEEZES",
+    "DropPath",
+    "GlobalPool",
+    "ResidualUnit",
     "SEConfig",
     "SqueezeExcite",
+    "drop_path_rates",
     "hidden_channels",
     "make_block_se",
-    "residual_forward",
     "se_channels",
 ]

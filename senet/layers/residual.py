@@ -1,19 +1,17 @@
 """Where an SE block sits in a residual unit (paper section 6.5, Fig. 5, Tables 14-15).
 
-Every residual block of every model family calls :func:`residual_forward`, so each
-placement has one definition in the project.
+Every residual block of every model family is a :class:`ResidualUnit`: its ``forward`` is the
+project's one definition of the placements (and of stochastic depth on the residual branch).
+A block builds its layers and defines :meth:`ResidualUnit.branch`; it never branches on SE.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 
+from senet.layers.drop import DropPath
 from senet.layers.se import SEConfig, SqueezeExcite
-
-Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def se_channels(placement: str, in_channels: int, out_channels: int, mid_channels: int) -> int:
@@ -35,33 +33,76 @@ def make_block_se(
     return se.make(se_channels(se.placement, in_channels, out_channels, mid_channels))
 
 
-def residual_forward(
-    x: torch.Tensor,
-    branch: Fn,
-    shortcut: nn.Module | None,
-    se: SqueezeExcite | None,
-    placement: str,
-    act: Fn | None,
-) -> torch.Tensor:
-    """One residual unit ``act(shortcut(x) + branch(x))`` with its SE block placed as asked.
+class ResidualUnit(nn.Module):
+    """``act(shortcut(x) + branch(x))`` with the unit's SE block placed as asked.
 
-    ``standard`` scales the branch output before the sum (Fig. 3); ``pre`` scales the
-    branch's input (the identity keeps the unscaled input); ``post`` scales after the sum
-    and ``act``; ``identity`` scales the identity path; ``conv3x3`` is applied by
-    ``branch`` itself. The scaling is fused with the sum where possible (``addcmul``).
+    ``standard`` scales the branch output before the sum (Fig. 3), fused with the sum in
+    :class:`~senet.layers.SqueezeExcite`; ``pre`` scales the branch's input (the identity keeps
+    the unscaled input); ``post`` scales after the sum and ``act``; ``identity`` scales the
+    identity path; ``conv3x3`` is applied inside the branch, where it calls :meth:`se_inner`.
+    ``drop_path`` (stochastic depth) drops the whole residual branch, SE included, per sample.
+
+    Subclasses set ``shortcut`` (a module, or ``None`` for the identity), call
+    :meth:`init_residual` once their layers exist and define :meth:`branch`; one whose shortcut
+    has another name overrides :meth:`forward` (see :meth:`merge`).
     """
-    identity = x if shortcut is None else shortcut(x)
-    if se is not None and placement == "pre":
-        x = se(x)
-    out = branch(x)
-    if se is not None and placement == "standard":
-        out = se(out, identity)
-    elif se is not None and placement == "identity":
-        out = se(identity, out)
-    else:
-        out = out + identity
-    if act is not None:
-        out = act(out)
-    if se is not None and placement == "post":
-        out = se(out)
-    return out
+
+    def init_residual(
+        self,
+        *,
+        se: SqueezeExcite | None,
+        placement: str,
+        act: nn.Module | None = None,
+        drop_path: float = 0.0,
+    ) -> None:
+        self.se = se
+        self.placement = placement
+        self.act = act
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
+        # SE fused with the sum (one pass over memory) unless stochastic depth must drop the
+        # SE-scaled branch on its own
+        self.fuse_se = drop_path == 0
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def se_inner(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``conv3x3`` placement: SE inside the branch (identity for every other placement)."""
+        se = self.se
+        if se is not None and self.placement == "conv3x3":
+            return se(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return self.merge(x, identity)
+
+    def merge(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """The unit on branch input ``x`` and identity-path value ``identity``."""
+        se = self.se
+        if se is not None and self.placement == "pre":
+            x = se(x)
+        out = self.branch(x)
+        if se is not None and self.placement == "standard":
+            if self.fuse_se:
+                out = se(out, identity)
+            else:
+                out = self.dropped(se(out)) + identity
+        elif se is not None and self.placement == "identity":
+            out = se(identity, self.dropped(out))
+        else:
+            out = self.dropped(out) + identity
+        out = self.post_act(out)
+        if se is not None and self.placement == "post":
+            out = se(out)
+        return out
+
+    def dropped(self, x: torch.Tensor) -> torch.Tensor:
+        """Stochastic depth of the residual branch."""
+        drop_path = self.drop_path
+        return x if drop_path is None else drop_path(x)
+
+    def post_act(self, x: torch.Tensor) -> torch.Tensor:
+        """The activation after the sum."""
+        act = self.act
+        return x if act is None else act(x)

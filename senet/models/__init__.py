@@ -1,7 +1,55 @@
-"""Model families. Importing this package registers every model."""
+"""Model families, the one builder, and weights for the models. Importing this package
+registers every model."""
 
 from senet.models import cifar_resnet, resnet, shake_shake, wide_resnet  # noqa: F401
 from senet.models import bn_inception, inception_resnet_v2, mobilenet, shufflenet, vgg  # noqa: F401
-from senet.models.registry import ModelInfo, ModelSpec, create_model, list_models, model_info, register_model
+from senet.models._base import SenetModel
+from senet.models._builder import create_model, model_keywords
+from senet.models._features import FeatureInfo, FeatureNet, module_stages
+from senet.models._pretrained import (
+    LoadResult,
+    convert_weights,
+    infer_model,
+    load_weights,
+    open_checkpoint,
+    read_metadata,
+    save_weights,
+)
+from senet.models.registry import (
+    ModelInfo,
+    ModelSpec,
+    PretrainedCfg,
+    Released,
+    families,
+    list_aliases,
+    list_models,
+    model_info,
+    register_family,
+    register_model,
+)
 
-__all__ = ["ModelInfo", "ModelSpec", "create_model", "list_models", "model_info", "register_model"]
+__all__ = [
+    "FeatureInfo",
+    "FeatureNet",
+    "LoadResult",
+    "ModelInfo",
+    "ModelSpec",
+    "PretrainedCfg",
+    "Released",
+    "SenetModel",
+    "convert_weights",
+    "create_model",
+    "families",
+    "infer_model",
+    "list_aliases",
+    "list_models",
+    "load_weights",
+    "model_info",
+    "model_keywords",
+    "module_stages",
+    "open_checkpoint",
+    "read_metadata",
+    "register_family",
+    "register_model",
+    "save_weights",
+]

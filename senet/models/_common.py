@@ -7,43 +7,13 @@ Table 13: ``conv2_x`` at 56x56 is stage 2): **stage ``s`` holds the units whose 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 from torch import nn
 
-from senet.layers import PLACEMENTS, SEConfig
+from senet.layers import PLACEMENTS
 
 RESIDUAL_PLACEMENTS = tuple(p for p in PLACEMENTS if p != "conv3x3")
-
-
-def se_config(
-    kwargs: dict[str, Any],
-    *,
-    has_se: bool,
-    family: str,
-    placements: Iterable[str] = ("standard",),
-) -> SEConfig | None:
-    """Pop the SE keywords from ``kwargs``: the model's :class:`SEConfig`, or ``None`` without SE.
-
-    A model without SE rejects them; a family whose units have no residual sum allows only the
-    placements in ``placements`` (``"standard"``: SE on the unit's output, section 2 of the spec).
-    """
-    se_kwargs = SEConfig.pop_kwargs(kwargs)
-    if "se" in kwargs:
-        raise ValueError("pass SE settings as keywords (reduction=, placement=, ...), not se=")
-    if not has_se:
-        if se_kwargs:
-            raise ValueError(
-                f"SE options {sorted(se_kwargs)} given to a model without SE blocks; use its se_ variant"
-            )
-        return None
-    se = SEConfig.from_kwargs(se_kwargs)
-    allowed = tuple(placements)
-    if se.placement not in allowed:
-        raise ValueError(
-            f"placement {se.placement!r} is not available in {family}; allowed: {', '.join(map(repr, allowed))}"
-        )
-    return se
 
 
 def init_conv_bn(model: nn.Module) -> None:

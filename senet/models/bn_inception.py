@@ -3,8 +3,11 @@
 The network is the Caffe BN-Inception that the released SE-BN-Inception builds on (the layout of
 Cadene's ``bninception`` port): a 7x7 and a 3x3 convolution with max pooling, ten Inception
 modules (``3a``-``3c``, ``4a``-``4e``, ``5a``, ``5b``; ``3c`` and ``4e`` halve the resolution),
-global average pooling and one FC layer. Every convolution has a bias and is followed by batch
-norm and ReLU. Max pooling uses Caffe's ``ceil_mode``.
+global average pooling and one FC layer. Every convolution is followed by batch norm and ReLU and
+has no bias, as in the released definition (``bias_term: false``; a bias before batch norm is
+absorbed by it): SE-BN-Inception has 11,931,622 parameters at 1,000 classes. Weight files with
+such biases (older senet files) still load: each bias is folded into its batch norm's running
+mean, which computes the same function. Max pooling rounds as Caffe's (``ceil_mode``).
 
 SE-Inception (paper Fig. 2, spec section 2): ``F_tr`` is a whole Inception module, so one SE
 block scales each module's concatenated output. Only ``placement="standard"`` exists here.
@@ -17,15 +20,16 @@ halves the resolution, and ``4a``-``4d`` stage 4; ``4e``, ``5a``, ``5b`` stage 5
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from senet.layers import SEConfig
-from senet.models._common import init_weights, se_config
-from senet.models.registry import register_model
+from senet.models._base import SenetModel, feature
+from senet.models._common import init_weights
+from senet.models.registry import PretrainedCfg, register_family, register_model
 
 
 class ModuleSpec(NamedTuple):
@@ -58,36 +62,65 @@ MODULES = (
 
 
 class ConvBnReLU(nn.Sequential):
-    """Convolution (with bias, as in Caffe), batch norm, ReLU."""
+    """Convolution (no bias: batch norm follows), batch norm, ReLU."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
         super().__init__(OrderedDict([
-            ("conv", nn.Conv2d(cin, cout, kernel, stride, kernel // 2)),
+            ("conv", nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)),
             ("bn", nn.BatchNorm2d(cout)),
             ("act", nn.ReLU(inplace=True)),
         ]))
 
 
+def fold_conv_biases(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each ``*.conv.bias`` folded into the following ``*.bn.running_mean``:
+    ``BN(conv(x) + b)`` is ``BN'(conv(x))`` with the running mean lowered by ``b`` (and in training
+    batch statistics absorb ``b`` anyway), so files of the biased layout load exactly."""
+    out = dict(state)
+    for key in [k for k in state if k.endswith(".conv.bias")]:
+        mean = key[: -len("conv.bias")] + "bn.running_mean"
+        if mean in out:
+            out[mean] = out[mean] - out.pop(key).to(out[mean].dtype)
+    return out
+
+
+class CeilMaxPool(nn.Module):
+    """3x3 stride-2 max pooling of Caffe's rounding, written as ``-inf`` padding at the bottom and
+    right (``pad`` rows and columns) and floor rounding: the same outputs at every input size,
+    without the size-dependent rounding that tracers with symbolic sizes cannot follow.
+
+    ``pad=1`` is Caffe's ``ceil_mode`` pooling; ``pad=2`` also gives odd sides the extra row and
+    column that the strided convolutions of a reduction module produce (``ceil(n / 2)`` outputs),
+    where Caffe's network could not concatenate; even sides, such as those of a 224x224 input,
+    get exactly Caffe's pooling either way.
+    """
+
+    def __init__(self, pad: int = 1) -> None:
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(F.pad(x, (0, self.pad, 0, self.pad), value=float("-inf")), 3, 2)
+
+    def extra_repr(self) -> str:
+        return f"pad={self.pad}"
+
+
 class _Pool(nn.Module):
-    """Pooling branch. Stride-2 max pooling (``ceil_mode``, no padding) is the Caffe one; at an
-    odd input side, where Caffe's reduction modules cannot concatenate (the strided convolutions
-    give one row more), one row and column of ``-inf`` are appended so that sizes agree. Even
-    sides, such as every side of a 224x224 input, are unaffected."""
+    """Pooling branch: 3x3 average or max pooling, stride 1 (padding 1) or 2 (:class:`CeilMaxPool`)."""
 
     def __init__(self, kind: str, stride: int) -> None:
         super().__init__()
         self.kind = kind
         self.stride = stride
+        self.reduce = CeilMaxPool(pad=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "avg":
-            return F.avg_pool2d(x, 3, 1, 1, ceil_mode=True, count_include_pad=True)
+            return F.avg_pool2d(x, 3, 1, 1, count_include_pad=True)
         if self.stride == 1:
-            return F.max_pool2d(x, 3, 1, 1, ceil_mode=True)
-        h, w = x.shape[-2:]
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, w % 2, 0, h % 2), value=float("-inf"))
-        return F.max_pool2d(x, 3, 2, ceil_mode=True)
+            return F.max_pool2d(x, 3, 1, 1)
+        return self.reduce(x)
 
 
 class InceptionModule(nn.Module):
@@ -119,65 +152,65 @@ class InceptionModule(nn.Module):
         return out if self.se is None else self.se(out)
 
 
-class BNInception(nn.Module):
+class BNInception(SenetModel):
     """BN-Inception, with or without SE on each Inception module's output.
 
     Args:
         num_classes: classifier outputs (0: :meth:`forward` returns the pooled features).
         in_chans: input channels.
         drop_rate: dropout before the classifier.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE. ``se.stages`` picks among stages 3, 4, 5.
     """
 
     def __init__(
-        self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, se: SEConfig | None = None
+        self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, global_pool: str = "avg",
+        se: SEConfig | None = None,
     ) -> None:
         super().__init__()
         if se is not None:
             se.check_stages((3, 4, 5))
         self.stem = nn.Sequential(OrderedDict([
             ("conv1", ConvBnReLU(in_chans, 64, 7, 2)),
-            ("pool1", nn.MaxPool2d(3, 2, ceil_mode=True)),
+            ("pool1", CeilMaxPool()),
             ("conv2_reduce", ConvBnReLU(64, 64, 1)),
             ("conv2", ConvBnReLU(64, 192, 3)),
-            ("pool2", nn.MaxPool2d(3, 2, ceil_mode=True)),
+            ("pool2", CeilMaxPool()),
         ]))
+        self.feature_info = [feature("stem.conv1", 64, 2, 1), feature("stem.conv2", 192, 4, 2)]
         modules = []
         channels = 192
-        for spec in MODULES:
+        for i, spec in enumerate(MODULES):
             stage = int(spec.name[0]) + (spec.stride == 2)  # the stage of the module's output
             module = InceptionModule(channels, spec, se if se is not None and se.in_stage(stage) else None)
             modules.append((spec.name, module))
             channels = module.out_channels
+            last_of_stage = i + 1 == len(MODULES) or MODULES[i + 1].stride == 2
+            if last_of_stage:
+                self.feature_info.append(feature(f"inception.{spec.name}", channels, 2**stage, stage))
         self.inception = nn.Sequential(OrderedDict(modules))
-        self.num_features = channels
-        self.drop_rate = drop_rate
-        self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.inception(self.stem(x))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(x.mean((2, 3)), self.drop_rate, self.training)
-        return self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+def _bn_inception(kwargs: dict[str, Any]) -> BNInception:
+    return BNInception(**kwargs)
 
 
-def _bn_inception(has_se: bool, kwargs: dict[str, Any]) -> BNInception:
-    se = se_config(kwargs, has_se=has_se, family="BN-Inception (SE scales each Inception module's output)")
-    return BNInception(se=se, **kwargs)
+register_family("bn_inception", BNInception, upgrade=fold_conv_biases)
+_CFG = PretrainedCfg(first_conv="stem.conv1.conv")
 
 
-@register_model(family="bn_inception", has_se=False)
+@register_model(family="bn_inception", has_se=False, cfg=_CFG)
 def bn_inception(**kwargs: Any) -> BNInception:
     """BN-Inception (Table 2): 2.03 GFLOPs."""
-    return _bn_inception(False, kwargs)
+    return _bn_inception(kwargs)
 
 
-@register_model(family="bn_inception", has_se=True)
+@register_model(family="bn_inception", has_se=True, cfg=_CFG)
 def se_bn_inception(**kwargs: Any) -> BNInception:
     """SE-BN-Inception (Table 2): an SE block on each of the ten Inception modules; 2.04 GFLOPs."""
-    return _bn_inception(True, kwargs)
+    return _bn_inception(kwargs)

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import SEConfig, SqueezeExcite, make_block_se, residual_forward
+from senet.layers import PLACEMENTS, ResidualUnit, SEConfig, drop_path_rates, make_block_se
+from senet.models._base import SenetModel, feature
 from senet.models._common import init_conv_bn
-from senet.models.registry import register_model
+from senet.models.registry import PretrainedCfg, register_family, register_model
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -80,46 +81,40 @@ def _shortcut(kind: str, cin: int, cout: int, stride: int, bn: bool = True) -> n
     return nn.Sequential(conv, nn.BatchNorm2d(cout)) if bn else conv
 
 
-class CifarBasicBlock(nn.Module):
+class CifarBasicBlock(ResidualUnit):
     """``conv3x3-BN-ReLU-conv3x3-BN`` plus shortcut, then ReLU (He et al. 2016, Fig. 2 left).
     ``placement="conv3x3"`` puts SE after the first convolution's BN-ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, *, shortcut: str,
-                 se: SEConfig | None, stage: int) -> None:
+                 se: SEConfig | None, stage: int, drop_path: float = 0.0) -> None:
         super().__init__()
         self.conv1, self.bn1 = _conv(in_channels, out_channels, 3, stride), nn.BatchNorm2d(out_channels)
         self.conv2, self.bn2 = _conv(out_channels, out_channels, 3), nn.BatchNorm2d(out_channels)
         self.shortcut = _shortcut(shortcut, in_channels, out_channels, stride)
-        self.placement = se.placement if se is not None else "standard"
-        self.se = make_block_se(se, stage, in_channels, out_channels, out_channels)
+        self.init_residual(se=make_block_se(se, stage, in_channels, out_channels, out_channels),
+                           placement=se.placement if se is not None else "standard",
+                           act=nn.ReLU(inplace=True), drop_path=drop_path)
 
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        if self.se is not None and self.placement == "conv3x3":
-            out = self.se(out)
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.se_inner(F.relu(self.bn1(self.conv1(x)), inplace=True))
         return self.bn2(self.conv2(out))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_forward(x, self._branch, self.shortcut, self.se, self.placement, F.relu_)
 
+class PreActUnit(ResidualUnit):
+    """A pre-activation unit (He et al. 2016b): ``bn1``-ReLU, then :meth:`tail`. An identity
+    shortcut carries the raw input; a projection shortcut takes the pre-activated one, as in the
+    paper. The ``pre`` placement scales the pre-activated input, which is what the branch sees.
+    Subclasses define ``bn1``, ``shortcut`` and ``tail``."""
 
-class PreActUnit(nn.Module):
-    """Forward pass of a pre-activation unit (He et al. 2016b): ``bn1``-ReLU, then ``_tail``.
-    An identity shortcut carries the raw input; a projection shortcut takes the pre-activated
-    one, as in the paper. Subclasses define ``bn1``, ``_tail``, ``shortcut``, ``se``, ``placement``."""
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
-    bn1: nn.BatchNorm2d
-    shortcut: nn.Module | None
-    se: SqueezeExcite | None
-    placement: str
-
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self._tail(F.relu(self.bn1(x)))
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shortcut is None:
-            return residual_forward(x, self._branch, None, self.se, self.placement, None)
-        return residual_forward(F.relu(self.bn1(x)), self._tail, self.shortcut, self.se, self.placement, None)
+        out = F.relu(self.bn1(x))
+        return self.merge(out, x if self.shortcut is None else self.shortcut(out))
 
 
 class PreActBottleneck(PreActUnit):
@@ -132,29 +127,26 @@ class PreActBottleneck(PreActUnit):
     expansion = 4
 
     def __init__(self, in_channels: int, mid_channels: int, stride: int, *, shortcut: str,
-                 se: SEConfig | None, stage: int) -> None:
+                 se: SEConfig | None, stage: int, drop_path: float = 0.0) -> None:
         super().__init__()
         out_channels = mid_channels * self.expansion
         self.bn1, self.conv1 = nn.BatchNorm2d(in_channels), _conv(in_channels, mid_channels, 1)
         self.bn2, self.conv2 = nn.BatchNorm2d(mid_channels), _conv(mid_channels, mid_channels, 3, stride)
         self.bn3, self.conv3 = nn.BatchNorm2d(mid_channels), _conv(mid_channels, out_channels, 1)
         self.shortcut = _shortcut(shortcut, in_channels, out_channels, stride, bn=False)
-        self.placement = se.placement if se is not None else "standard"
-        self.se = make_block_se(se, stage, in_channels, out_channels, mid_channels)
+        self.init_residual(se=make_block_se(se, stage, in_channels, out_channels, mid_channels),
+                           placement=se.placement if se is not None else "standard", drop_path=drop_path)
 
-    def _tail(self, out: torch.Tensor) -> torch.Tensor:
+    def tail(self, out: torch.Tensor) -> torch.Tensor:
         out = self.conv2(F.relu(self.bn2(self.conv1(out)), inplace=True))
-        out = F.relu(self.bn3(out), inplace=True)
-        if self.se is not None and self.placement == "conv3x3":
-            out = self.se(out)
+        out = self.se_inner(F.relu(self.bn3(out), inplace=True))
         return self.conv3(out)
-
 
 
 BLOCKS = ("basic", "preact_bottleneck")
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(SenetModel):
     """CIFAR ResNet of depth ``6n + 2`` (``block="basic"``) or ``9n + 2``
     (``block="preact_bottleneck"``); see the module docstring.
 
@@ -166,6 +158,9 @@ class CifarResNet(nn.Module):
         widths: channels of the three stages (bottleneck widths for bottleneck blocks).
         num_classes: classifier outputs (0: no classifier).
         in_chans: input channels.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth of the residual branches, rising linearly to this rate.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE.
     """
 
@@ -178,6 +173,9 @@ class CifarResNet(nn.Module):
         widths: tuple[int, int, int] = (16, 32, 64),
         num_classes: int = 10,
         in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
         se: SEConfig | None = None,
     ) -> None:
         super().__init__()
@@ -185,141 +183,125 @@ class CifarResNet(nn.Module):
             raise ValueError(f"unknown block {block!r}; allowed: {', '.join(map(repr, BLOCKS))}")
         if shortcut not in ("A", "B"):
             raise ValueError(f"unknown shortcut {shortcut!r}; allowed: 'A' (zero padding), 'B' (projection)")
+        if len(widths) != 3 or min(widths) < 1:
+            raise ValueError(f"widths must give 3 positive stage widths, got {list(widths)}")
         per_block = 2 if block == "basic" else 3
         if depth < 2 + 3 * per_block or (depth - 2) % (3 * per_block):
             raise ValueError(f"depth of a CIFAR ResNet with {block} blocks must be {3 * per_block}n + 2, got {depth}")
         check_se(se)
         n = (depth - 2) // (3 * per_block)
-        self.preact = block == "preact_bottleneck"
+        preact = block == "preact_bottleneck"
         self.conv1 = _conv(in_chans, widths[0], 3)
-        self.bn1 = nn.Identity() if self.preact else nn.BatchNorm2d(widths[0])
+        self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(widths[0])
+        self.act1 = nn.Identity() if preact else nn.ReLU(inplace=True)
+        self.feature_info = [feature("act1", widths[0], 1, 1)]
         channels = widths[0]
+        rates = iter(drop_path_rates(drop_path_rate, 3 * n))
         for i, width in enumerate(widths):
             blocks: list[nn.Module] = []
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1
-                if self.preact:
+                if preact:
                     blocks.append(PreActBottleneck(channels, width, stride, shortcut=shortcut, se=se,
-                                                   stage=FIRST_STAGE + i))
+                                                   stage=FIRST_STAGE + i, drop_path=next(rates)))
                     channels = width * PreActBottleneck.expansion
                 else:
                     blocks.append(CifarBasicBlock(channels, width, stride, shortcut=shortcut, se=se,
-                                                  stage=FIRST_STAGE + i))
+                                                  stage=FIRST_STAGE + i, drop_path=next(rates)))
                     channels = width
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-        self.final_bn = nn.BatchNorm2d(channels) if self.preact else nn.Identity()
-        self.num_features = channels
-        self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+            self.feature_info.append(feature(f"layer{i + 1}", channels, 2**i, FIRST_STAGE + i))
+        # pre-activation networks end with BN-ReLU; the last stage's output is taken after it
+        self.final_bn = nn.BatchNorm2d(channels) if preact else nn.Identity()
+        self.final_act = nn.ReLU(inplace=True) if preact else nn.Identity()
+        self.feature_info[-1] = feature("final_act", channels, 4, FIRST_STAGE + 2)
+        self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_cifar_weights(self)
 
-    @property
-    def stages(self) -> list[nn.Sequential]:
-        return [self.layer1, self.layer2, self.layer3]
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        if not self.preact:
-            x = F.relu(self.bn1(x), inplace=True)
-        for stage in self.stages:
-            x = stage(x)
-        if self.preact:
-            x = F.relu(self.final_bn(x), inplace=True)
-        return x
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.final_act(self.final_bn(x))
 
 
-def build_se(has_se: bool, kwargs: dict[str, Any]) -> SEConfig | None:
-    """Pop the SE keywords from ``kwargs``; an SE config for SE models, an error for the others."""
-    se_kwargs = SEConfig.pop_kwargs(kwargs)
-    if "se" in kwargs:
-        raise ValueError("pass SE settings as keywords (reduction=, placement=, ...), not se=")
-    if has_se:
-        return SEConfig.from_kwargs(se_kwargs)
-    if se_kwargs:
-        raise ValueError(f"SE options {sorted(se_kwargs)} given to a model without SE blocks; use its se_ variant")
-    return None
+def _cifar(depth: int, kwargs: dict[str, Any], **defaults: Any) -> CifarResNet:
+    return CifarResNet(depth, **{**defaults, **kwargs})
 
 
-def _cifar(depth: int, has_se: bool, kwargs: dict[str, Any], **defaults: Any) -> CifarResNet:
-    se = build_se(has_se, kwargs)
-    return CifarResNet(depth, se=se, **{**defaults, **kwargs})
-
-
-_REG = {"input_size": (3, 32, 32), "num_classes": 10, "mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+#: The pretrained config of every CIFAR-10 model (the CIFAR families share it).
+CIFAR_CFG = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0, num_classes=10,
+                          first_conv="conv1")
+register_family("cifar_resnet", CifarResNet, placements=PLACEMENTS)
+_REG = {"cfg": CIFAR_CFG}
 
 
 @register_model(family="cifar_resnet", has_se=False, **_REG)
 def cifar_resnet20(**kwargs: Any) -> CifarResNet:
     """ResNet-20 for CIFAR (He et al. 2016, Table 6: 0.27M parameters)."""
-    return _cifar(20, False, kwargs)
+    return _cifar(20, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=False, **_REG)
 def cifar_resnet32(**kwargs: Any) -> CifarResNet:
     """ResNet-32 for CIFAR (0.46M)."""
-    return _cifar(32, False, kwargs)
+    return _cifar(32, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=False, **_REG)
 def cifar_resnet44(**kwargs: Any) -> CifarResNet:
     """ResNet-44 for CIFAR (0.66M)."""
-    return _cifar(44, False, kwargs)
+    return _cifar(44, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=False, **_REG)
 def cifar_resnet56(**kwargs: Any) -> CifarResNet:
     """ResNet-56 for CIFAR (0.85M)."""
-    return _cifar(56, False, kwargs)
+    return _cifar(56, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=False, **_REG)
 def cifar_resnet110(**kwargs: Any) -> CifarResNet:
     """ResNet-110 for CIFAR (1.7M); SENet Table 4 baseline (6.37% CIFAR-10 error)."""
-    return _cifar(110, False, kwargs)
+    return _cifar(110, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=True, **_REG)
 def cifar_se_resnet20(**kwargs: Any) -> CifarResNet:
     """SE-ResNet-20 for CIFAR."""
-    return _cifar(20, True, kwargs)
+    return _cifar(20, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=True, **_REG)
 def cifar_se_resnet32(**kwargs: Any) -> CifarResNet:
     """SE-ResNet-32 for CIFAR."""
-    return _cifar(32, True, kwargs)
+    return _cifar(32, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=True, **_REG)
 def cifar_se_resnet44(**kwargs: Any) -> CifarResNet:
     """SE-ResNet-44 for CIFAR."""
-    return _cifar(44, True, kwargs)
+    return _cifar(44, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=True, **_REG)
 def cifar_se_resnet56(**kwargs: Any) -> CifarResNet:
     """SE-ResNet-56 for CIFAR."""
-    return _cifar(56, True, kwargs)
+    return _cifar(56, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=True, **_REG)
 def cifar_se_resnet110(**kwargs: Any) -> CifarResNet:
     """SE-ResNet-110 for CIFAR (SENet Table 4: 5.21% CIFAR-10 error)."""
-    return _cifar(110, True, kwargs)
+    return _cifar(110, kwargs)
 
 
 @register_model(family="cifar_resnet", has_se=False, **_REG)
 def cifar_preact_resnet164(**kwargs: Any) -> CifarResNet:
     """Pre-activation ResNet-164 (He et al. 2016b: 1.7M parameters; 5.46% CIFAR-10 error)."""
-    return _cifar(164, False, kwargs, block="preact_bottleneck", shortcut="B")
+    return _cifar(164, kwargs, block="preact_bottleneck", shortcut="B")
 
 
 @register_model(family="cifar_resnet", has_se=True, **_REG)
 def cifar_se_preact_resnet164(**kwargs: Any) -> CifarResNet:
     """SE pre-activation ResNet-164 (SENet Table 4: 4.39% CIFAR-10 error)."""
-    return _cifar(164, True, kwargs, block="preact_bottleneck", shortcut="B")
+    return _cifar(164, kwargs, block="preact_bottleneck", shortcut="B")

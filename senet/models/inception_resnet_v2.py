@@ -27,19 +27,19 @@ The smallest input is 75x75 (the valid-padded stem and the two valid stride-2 re
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import SEConfig, make_block_se, residual_forward
-from senet.models._common import RESIDUAL_PLACEMENTS, init_weights, se_config
-from senet.models.registry import register_model
+from senet.layers import ResidualUnit, SEConfig, drop_path_rates, make_block_se
+from senet.models._base import SenetModel, feature
+from senet.models._common import RESIDUAL_PLACEMENTS, init_weights
+from senet.models.registry import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg, Released, register_family, register_model
+from senet.weights.keymap import Foreign, prefix_rules, rename_keys
 
 MIN_INPUT = 75
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
 class ConvBnAct(nn.Module):
@@ -59,16 +59,34 @@ def _seq(*convs: nn.Module) -> nn.Sequential:
     return nn.Sequential(*convs)
 
 
-class Concat(nn.Module):
+class _Branches(nn.Module):
+    """Two to four parallel branches ``branch0`` ... ``branch3`` (the released names), concatenated
+    along channels by :meth:`concat`."""
+
+    def add_branches(self, branches: Sequence[nn.Module]) -> None:
+        if not 2 <= len(branches) <= 4:
+            raise ValueError(f"2 to 4 branches expected, got {len(branches)}")
+        for i in range(4):
+            setattr(self, f"branch{i}", branches[i] if i < len(branches) else None)
+
+    def concat(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [self.branch0(x), self.branch1(x)]
+        if self.branch2 is not None:
+            outs.append(self.branch2(x))
+        if self.branch3 is not None:
+            outs.append(self.branch3(x))
+        return torch.cat(outs, 1)
+
+
+class Concat(_Branches):
     """Parallel branches ``branch0``, ``branch1`` ... concatenated along channels."""
 
     def __init__(self, branches: Sequence[nn.Module]) -> None:
         super().__init__()
-        for i, branch in enumerate(branches):
-            self.add_module(f"branch{i}", branch)
+        self.add_branches(branches)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([branch(x) for branch in self.children()], 1)
+        return self.concat(x)
 
 
 def mixed_5b() -> Concat:
@@ -124,31 +142,26 @@ def block8_branches() -> list[nn.Module]:
     ]
 
 
-class InceptionResidual(nn.Module):
+class InceptionResidual(ResidualUnit, _Branches):
     """``act(x + scale * conv2d(concat(branches(x))))`` with SE on the residual branch.
 
     ``conv2d`` is the 1x1 projection (with bias, no batch norm) back to ``channels``.
     """
 
     def __init__(self, channels: int, branches: Sequence[nn.Module], scale: float, *, act: bool,
-                 se: SEConfig | None, stage: int) -> None:
+                 se: SEConfig | None, stage: int, drop_path: float = 0.0) -> None:
         super().__init__()
-        for i, branch in enumerate(branches):
-            self.add_module(f"branch{i}", branch)
-        self.num_branches = len(branches)
+        self.add_branches(branches)
         width = sum(_out_channels(b) for b in branches)
         self.conv2d = nn.Conv2d(width, channels, 1)
         self.scale = scale
-        self.act = act
-        self.placement = se.placement if se is not None else "standard"
-        self.se = make_block_se(se, stage, channels, channels, width)
+        self.shortcut = None
+        self.init_residual(se=make_block_se(se, stage, channels, channels, width),
+                           placement=se.placement if se is not None else "standard",
+                           act=nn.ReLU() if act else None, drop_path=drop_path)
 
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.cat([getattr(self, f"branch{i}")(x) for i in range(self.num_branches)], 1)
-        return self.conv2d(out) * self.scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_forward(x, self._branch, None, self.se, self.placement, F.relu if self.act else None)
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2d(self.concat(x)) * self.scale
 
 
 def _out_channels(module: nn.Module) -> int:
@@ -164,16 +177,17 @@ _BLOCKS: tuple[tuple[int, Callable[[], list[nn.Module]], float, int], ...] = (
 
 
 def _residual_stage(n: int, channels: int, make: Callable[[], list[nn.Module]], scale: float, stage: int,
-                    se: SEConfig | None) -> nn.Sequential:
+                    se: SEConfig | None, rates: Iterator[float]) -> nn.Sequential:
     """``n`` residual blocks; the network's very last block (stage 5) has no ReLU and scale 1."""
     blocks = []
     for i in range(n):
         last = stage == 5 and i == n - 1
-        blocks.append(InceptionResidual(channels, make(), 1.0 if last else scale, act=not last, se=se, stage=stage))
+        blocks.append(InceptionResidual(channels, make(), 1.0 if last else scale, act=not last, se=se, stage=stage,
+                                        drop_path=next(rates)))
     return nn.Sequential(*blocks)
 
 
-class InceptionResNetV2(nn.Module):
+class InceptionResNetV2(SenetModel):
     """Inception-ResNet-v2, with or without SE in its residual blocks.
 
     Args:
@@ -182,6 +196,8 @@ class InceptionResNetV2(nn.Module):
         blocks: residual blocks at 35x35, 17x17 and 8x8 (the released network: 10, 20, 10; the
             last 8x8 block has no ReLU and scale 1).
         drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth of the residual blocks, rising linearly to this rate.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE. ``se.stages`` picks among stages 3, 4, 5.
     """
 
@@ -192,6 +208,8 @@ class InceptionResNetV2(nn.Module):
         in_chans: int = 3,
         blocks: Sequence[int] = (10, 20, 10),
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
         se: SEConfig | None = None,
     ) -> None:
         super().__init__()
@@ -208,73 +226,70 @@ class InceptionResNetV2(nn.Module):
             ("conv2d_4a", ConvBnAct(80, 192, 3)),
             ("maxpool_5a", nn.MaxPool2d(3, 2)),
         ]))
+        rates = iter(drop_path_rates(drop_path_rate, sum(blocks)))
+        stages = [_residual_stage(n, channels, make, scale, stage, se, rates)
+                  for n, (channels, make, scale, stage) in zip(blocks, _BLOCKS, strict=True)]
+        # registered in the order of the forward pass (features_only runs the children in order)
         self.mixed_5b = mixed_5b()
-        self.repeat, self.repeat_1, self.repeat_2 = (
-            _residual_stage(n, channels, make, scale, stage, se)
-            for n, (channels, make, scale, stage) in zip(blocks, _BLOCKS, strict=True)
-        )
+        self.repeat = stages[0]
         self.mixed_6a = mixed_6a()
+        self.repeat_1 = stages[1]
         self.mixed_7a = mixed_7a()
+        self.repeat_2 = stages[2]
         self.conv2d_7b = ConvBnAct(2080, 1536, 1)
-        self.num_features = 1536
-        self.drop_rate = drop_rate
-        self.fc = nn.Linear(1536, num_classes) if num_classes > 0 else nn.Identity()
+        self.min_input = MIN_INPUT
+        self.feature_info = [feature("stem.conv2d_2b", 64, 2, 1), feature("stem.conv2d_4a", 192, 4, 2),
+                             feature("repeat", 320, 8, 3), feature("repeat_1", 1088, 16, 4),
+                             feature("conv2d_7b", 1536, 32, 5)]
+        self.init_head(1536, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if min(h, w) < MIN_INPUT:
-            raise ValueError(f"Inception-ResNet-v2 needs inputs of at least {MIN_INPUT}x{MIN_INPUT}, got {h}x{w}")
+        h, w = x.shape[-2], x.shape[-1]
+        least = self.min_input
+        if isinstance(h, int) and min(h, w) < least:  # concrete sizes only: tracers see symbols
+            raise ValueError(f"Inception-ResNet-v2 needs inputs of at least {least}x{least}, got {h}x{w}")
         x = self.mixed_5b(self.stem(x))
         x = self.mixed_6a(self.repeat(x))
         x = self.mixed_7a(self.repeat_1(x))
         return self.conv2d_7b(self.repeat_2(x))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(x.mean((2, 3)), self.drop_rate, self.training)
-        return self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 _TIMM_STEM = ("conv2d_1a.", "conv2d_2a.", "conv2d_2b.", "conv2d_3b.", "conv2d_4a.")
 
 
-def from_timm(state: Mapping[str, torch.Tensor], blocks: Sequence[int] = (10, 20, 10)) -> dict[str, torch.Tensor]:
-    """timm's ``inception_resnet_v2`` state dict with senet's keys.
+def from_timm(state: Mapping[str, torch.Tensor], source: str = "checkpoint",
+              blocks: Sequence[int] = (10, 20, 10)) -> Foreign | None:
+    """timm's ``inception_resnet_v2`` state dict with senet's keys (``None`` if ``state`` is not one).
 
     The names are timm's (TF-slim's) except: the stem convolutions move under ``stem.``,
     timm's separate last block ``block8`` becomes ``repeat_2.{blocks[2] - 1}`` and the
     classifier ``classif`` becomes ``fc``.
     """
-    out = {}
-    for key, value in state.items():
-        if key.startswith(_TIMM_STEM):
-            key = "stem." + key
-        elif key.startswith("block8."):
-            key = f"repeat_2.{blocks[2] - 1}." + key[len("block8."):]
-        elif key.startswith("classif."):
-            key = "fc." + key[len("classif."):]
-        out[key] = value
-    return out
+    if "conv2d_1a.conv.weight" not in state or not any(k.startswith("mixed_5b.") for k in state):
+        return None
+    renames = {p: "stem." + p for p in _TIMM_STEM}
+    renames.update({"block8.": f"repeat_2.{blocks[2] - 1}.", "classif.": "fc."})
+    return Foreign("timm", *rename_keys(state, prefix_rules(renames), source), describe="timm Inception-ResNet-v2 weights")
 
 
-def _irv2(has_se: bool, kwargs: dict[str, Any]) -> InceptionResNetV2:
-    se = se_config(kwargs, has_se=has_se, family="Inception-ResNet-v2", placements=RESIDUAL_PLACEMENTS)
-    return InceptionResNetV2(se=se, **kwargs)
+def _irv2(kwargs: dict[str, Any]) -> InceptionResNetV2:
+    return InceptionResNetV2(**kwargs)
 
 
-_REG = dict(input_size=(3, 299, 299), mean=INCEPTION_MEAN, std=INCEPTION_STD, min_input_size=MIN_INPUT)
+register_family("inception_resnet_v2", InceptionResNetV2, placements=RESIDUAL_PLACEMENTS, converters=(from_timm,))
+_CFG = PretrainedCfg(input_size=(3, 299, 299), mean=INCEPTION_MEAN, std=INCEPTION_STD, crop_pct=0.8975,
+                     interpolation="bicubic", min_input_size=MIN_INPUT, first_conv="stem.conv2d_1a.conv")
 
 
-@register_model(family="inception_resnet_v2", has_se=False, **_REG)
+@register_model(family="inception_resnet_v2", has_se=False, cfg=_CFG, released=Released(
+    "timm/inception_resnet_v2.tf_in1k", origin="TF-slim (Google), via timm"))
 def inception_resnet_v2(**kwargs: Any) -> InceptionResNetV2:
     """Inception-ResNet-v2 (Table 2, 299x299): 55.8M params, 13.2 GFLOPs (paper: 11.75, see the module)."""
-    return _irv2(False, kwargs)
+    return _irv2(kwargs)
 
 
-@register_model(family="inception_resnet_v2", has_se=True, **_REG)
+@register_model(family="inception_resnet_v2", has_se=True, cfg=_CFG)
 def se_inception_resnet_v2(**kwargs: Any) -> InceptionResNetV2:
     """SE-Inception-ResNet-v2 (Table 2): SE on the branch of each of the 40 residual blocks."""
-    return _irv2(True, kwargs)
+    return _irv2(kwargs)

@@ -19,12 +19,13 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from senet.layers import SEConfig
-from senet.models._common import init_weights, se_config
-from senet.models.registry import register_model
+from senet.models._base import SenetModel, feature
+from senet.models._common import init_weights
+from senet.models.registry import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg, Released, register_family, register_model
+from senet.weights.keymap import Foreign, prefix_rules, rename_keys
 
 #: (output channels, stride) of the 13 depthwise-separable units, grouped by stage 1-5.
 STAGES: tuple[tuple[tuple[int, int], ...], ...] = (
@@ -71,10 +72,11 @@ class DepthwiseSeparable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.bn1(self.conv_dw(x)))
         x = self.act(self.bn2(self.conv_pw(x)))
-        return x if self.se is None else self.se(x)
+        se = self.se
+        return x if se is None else se(x)
 
 
-class MobileNet(nn.Module):
+class MobileNet(SenetModel):
     """MobileNet v1, with or without SE on each depthwise-separable unit's output.
 
     Args:
@@ -83,6 +85,7 @@ class MobileNet(nn.Module):
         width_mult: the width multiplier alpha (channels rounded to multiples of 8).
         act: ``"relu6"`` (released model, timm) or ``"relu"`` (the paper's figure).
         drop_rate: dropout before the classifier.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE. ``se.stages`` picks among stages 1-5.
     """
 
@@ -94,6 +97,7 @@ class MobileNet(nn.Module):
         width_mult: float = 1.0,
         act: str = "relu6",
         drop_rate: float = 0.0,
+        global_pool: str = "avg",
         se: SEConfig | None = None,
     ) -> None:
         super().__init__()
@@ -106,6 +110,7 @@ class MobileNet(nn.Module):
         channels = make_divisible(32 * width_mult)
         self.stem = Stem(in_chans, channels, act)
         stages = []
+        self.feature_info = []
         for index, units in enumerate(STAGES):
             stage_se = se if se is not None and se.in_stage(index + 1) else None
             blocks = []
@@ -114,53 +119,44 @@ class MobileNet(nn.Module):
                 blocks.append(DepthwiseSeparable(channels, cout, stride, act, stage_se))
                 channels = cout
             stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(feature(f"blocks.{index}", channels, 2 ** (index + 1), index + 1))
         self.blocks = nn.Sequential(*stages)
-        self.num_features = channels
-        self.drop_rate = drop_rate
-        self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(x.mean((2, 3)), self.drop_rate, self.training)
-        return self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def from_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm's ``mobilenetv1_100`` state dict with senet's keys.
+def from_timm(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> Foreign | None:
+    """timm's ``mobilenetv1_100`` state dict with senet's keys (``None`` if ``state`` is not one).
 
     ``blocks.S.U.*`` keep their names; ``conv_stem`` / ``bn1`` become ``stem.conv`` /
-    ``stem.bn`` and ``classifier`` becomes ``fc``. The result is a senet-keyed state dict
-    (``stem.*`` keys), so :func:`senet.load_weights` takes it.
+    ``stem.bn`` and ``classifier`` becomes ``fc``.
     """
-    renames = (("conv_stem.", "stem.conv."), ("bn1.", "stem.bn."), ("classifier.", "fc."))
-    out = {}
-    for key, value in state.items():
-        for old, new in renames:
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        out[key] = value
-    return out
+    if "conv_stem.weight" not in state or not any(k.startswith("blocks.") for k in state):
+        return None
+    renames = {"conv_stem.": "stem.conv.", "bn1.": "stem.bn.", "classifier.": "fc."}
+    return Foreign("timm", *rename_keys(state, prefix_rules(renames), source), describe="timm MobileNet v1 weights")
 
 
-def _mobilenet(has_se: bool, kwargs: dict[str, Any]) -> MobileNet:
-    se = se_config(kwargs, has_se=has_se, family="MobileNet (SE scales each unit's output)")
-    return MobileNet(se=se, **kwargs)
+def _mobilenet(kwargs: dict[str, Any]) -> MobileNet:
+    return MobileNet(**kwargs)
 
 
-@register_model(family="mobilenet", has_se=False)
+register_family("mobilenet", MobileNet, converters=(from_timm,))
+_CFG = PretrainedCfg(first_conv="stem.conv")
+
+
+@register_model(family="mobilenet", has_se=False, cfg=_CFG, released=Released(
+    "timm/mobilenetv1_100.ra4_e3600_r224_in1k", origin="timm (ReLU6, trained by timm)",
+    cfg={"mean": INCEPTION_MEAN, "std": INCEPTION_STD, "crop_pct": 0.875, "interpolation": "bicubic"}))
 def mobilenet(**kwargs: Any) -> MobileNet:
     """MobileNet v1 1.0-224 (Table 3): 4.2M params, 569 MFLOPs."""
-    return _mobilenet(False, kwargs)
+    return _mobilenet(kwargs)
 
 
-@register_model(family="mobilenet", has_se=True)
+@register_model(family="mobilenet", has_se=True, cfg=_CFG)
 def se_mobilenet(**kwargs: Any) -> MobileNet:
     """SE-MobileNet 1.0-224 (Table 3): an SE block on each of the 13 units; 4.7M params, 572 MFLOPs."""
-    return _mobilenet(True, kwargs)
+    return _mobilenet(kwargs)

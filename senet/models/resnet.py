@@ -17,15 +17,18 @@ Layout options, all visible in the weights' behaviour but not in their shapes:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import SEConfig, make_block_se, residual_forward
+from senet.layers import PLACEMENTS, ResidualUnit, SEConfig, drop_path_rates, make_block_se
+from senet.models._base import SenetModel, feature
 from senet.models._common import init_conv_bn
-from senet.models.registry import register_model
+from senet.models import resnet_weights
+from senet.models.registry import Released, register_alias, register_family, register_model
 
 FIRST_STAGE = 2  # stage 1 is the stem (paper Table 1: conv1 then conv2_x ... conv5_x)
 
@@ -34,7 +37,15 @@ def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> t
     return nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
 
 
-class BasicBlock(nn.Module):
+class _ResNetUnit(ResidualUnit):
+    """A ResNet block's shortcut is named ``downsample`` (the released models' and timm's key)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.merge(x, identity)
+
+
+class BasicBlock(_ResNetUnit):
     """Two 3x3 convolutions (ResNet-18/34). ``placement="conv3x3"`` puts SE after the first."""
 
     expansion = 1
@@ -53,6 +64,7 @@ class BasicBlock(nn.Module):
         width_per_group: int = 64,
         first_ratio: float = 1.0,
         stride_in_1x1: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if groups != 1 or width_per_group != 64:
@@ -61,23 +73,19 @@ class BasicBlock(nn.Module):
         self.conv2, self.bn2 = _conv_bn(planes, planes, 3)
         self.downsample = downsample
         self.branch_act = branch_act
-        self.placement = se.placement if se is not None else "standard"
-        self.se = make_block_se(se, stage, in_channels, planes, planes)
+        self.init_residual(se=make_block_se(se, stage, in_channels, planes, planes),
+                           placement=se.placement if se is not None else "standard",
+                           act=nn.ReLU(inplace=True), drop_path=drop_path)
 
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        if self.se is not None and self.placement == "conv3x3":
-            out = self.se(out)
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.se_inner(F.relu(self.bn1(self.conv1(x)), inplace=True))
         out = self.bn2(self.conv2(out))
         if self.branch_act:
             out = F.relu(out, inplace=True)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_forward(x, self._branch, self.downsample, self.se, self.placement, F.relu_)
 
-
-class Bottleneck(nn.Module):
+class Bottleneck(_ResNetUnit):
     """1x1 - 3x3 (grouped for ResNeXt) - 1x1, output ``4 * planes`` channels.
 
     ``width = planes * width_per_group / 64 * groups`` is the 3x3 convolution's width; its
@@ -100,6 +108,7 @@ class Bottleneck(nn.Module):
         width_per_group: int = 64,
         first_ratio: float = 1.0,
         stride_in_1x1: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
@@ -111,59 +120,50 @@ class Bottleneck(nn.Module):
         self.conv3, self.bn3 = _conv_bn(width, out_channels, 1)
         self.downsample = downsample
         self.branch_act = branch_act
-        self.placement = se.placement if se is not None else "standard"
-        self.se = make_block_se(se, stage, in_channels, out_channels, width)
+        self.init_residual(se=make_block_se(se, stage, in_channels, out_channels, width),
+                           placement=se.placement if se is not None else "standard",
+                           act=nn.ReLU(inplace=True), drop_path=drop_path)
 
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
-        if self.se is not None and self.placement == "conv3x3":
-            out = self.se(out)
+        out = self.se_inner(F.relu(self.bn2(self.conv2(out)), inplace=True))
         out = self.bn3(self.conv3(out))
         if self.branch_act:
             out = F.relu(out, inplace=True)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_forward(x, self._branch, self.downsample, self.se, self.placement, F.relu_)
-
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-class Stem(nn.Module):
-    """``conv 7x7/2`` (ResNet) or three 3x3 convolutions (SENet-154), then max pooling 3x3/2."""
+class Stem(nn.Sequential):
+    """``conv 7x7/2`` (ResNet) or three 3x3 convolutions (SENet-154), each with BN and ReLU.
+    (The max pooling that follows is the model's ``maxpool``.)"""
 
-    def __init__(self, in_chans: int, kind: Literal["7x7", "deep"], pool: Literal["caffe", "torch"]) -> None:
-        super().__init__()
+    def __init__(self, in_chans: int, kind: Literal["7x7", "deep"]) -> None:
         if kind == "7x7":
-            self.conv1, self.bn1 = _conv_bn(in_chans, 64, 7, 2)
-            self.out_channels = 64
-            self.depth = 1
+            convs = [(in_chans, 64, 7, 2)]
         elif kind == "deep":
-            self.conv1, self.bn1 = _conv_bn(in_chans, 64, 3, 2)
-            self.conv2, self.bn2 = _conv_bn(64, 64, 3)
-            self.conv3, self.bn3 = _conv_bn(64, 128, 3)
-            self.out_channels = 128
-            self.depth = 3
+            convs = [(in_chans, 64, 3, 2), (64, 64, 3, 1), (64, 128, 3, 1)]
         else:
             raise ValueError(f"unknown stem {kind!r}; allowed: '7x7', 'deep'")
-        if pool == "caffe":
-            self.pool = nn.MaxPool2d(3, 2, padding=0, ceil_mode=True)
-        elif pool == "torch":
-            self.pool = nn.MaxPool2d(3, 2, padding=1)
-        else:
-            raise ValueError(f"unknown stem_pool {pool!r}; allowed: 'caffe', 'torch'")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        if self.depth == 3:
-            x = F.relu(self.bn2(self.conv2(x)), inplace=True)
-            x = F.relu(self.bn3(self.conv3(x)), inplace=True)
-        return self.pool(x)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for i, (cin, cout, k, stride) in enumerate(convs, 1):
+            layers[f"conv{i}"], layers[f"bn{i}"] = _conv_bn(cin, cout, k, stride)
+            layers[f"act{i}"] = nn.ReLU(inplace=True)
+        super().__init__(layers)
+        self.out_channels = convs[-1][1]
 
 
-class ResNet(nn.Module):
+def _stem_pool(kind: str) -> nn.MaxPool2d:
+    if kind == "caffe":
+        return nn.MaxPool2d(3, 2, padding=0, ceil_mode=True)
+    if kind == "torch":
+        return nn.MaxPool2d(3, 2, padding=1)
+    raise ValueError(f"unknown stem_pool {kind!r}; allowed: 'caffe', 'torch'")
+
+
+class ResNet(SenetModel):
     """ResNet-family network: stem, four stages (paper stages 2-5), global pooling, classifier.
 
     Args:
@@ -179,6 +179,8 @@ class ResNet(nn.Module):
         down_kernel: kernel of the strided projection shortcut (SENet-154: 3).
         branch_act: ReLU at the end of the residual branch (Cadene SE-ResNet-18/34).
         drop_rate: dropout before the classifier (SENet-154: 0.2).
+        drop_path_rate: stochastic depth of the residual branches, rising linearly to this rate.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE.
         zero_init_last: initialise each block's last BN scale to zero.
     """
@@ -199,19 +201,24 @@ class ResNet(nn.Module):
         down_kernel: int = 1,
         branch_act: bool = False,
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
         se: SEConfig | None = None,
         zero_init_last: bool = False,
     ) -> None:
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"unknown block {block!r}; allowed: {sorted(BLOCKS)}")
-        if len(layers) != 4:
-            raise ValueError(f"layers must give 4 stage depths, got {list(layers)}")
+        if len(layers) != 4 or min(layers) < 1:
+            raise ValueError(f"layers must give 4 positive stage depths, got {list(layers)}")
         if se is not None:
             se.check_stages(range(FIRST_STAGE, FIRST_STAGE + len(layers)))
         block_cls = BLOCKS[block]
-        self.stem = Stem(in_chans, stem, stem_pool)
+        self.stem = Stem(in_chans, stem)
+        self.maxpool = _stem_pool(stem_pool)
         channels = self.stem.out_channels
+        self.feature_info = [feature("stem", channels, 2, 1)]
+        rates = iter(drop_path_rates(drop_path_rate, sum(layers)))
         for i, depth in enumerate(layers):
             planes = 64 * 2**i
             stride = 1 if i == 0 else 2
@@ -235,13 +242,13 @@ class ResNet(nn.Module):
                         width_per_group=width_per_group,
                         first_ratio=first_ratio,
                         stride_in_1x1=stride_in_1x1,
+                        drop_path=next(rates),
                     )
                 )
                 channels = out_channels
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-        self.num_features = channels
-        self.drop_rate = drop_rate
-        self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+            self.feature_info.append(feature(f"layer{i + 1}", channels, 4 * 2**i, FIRST_STAGE + i))
+        self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
@@ -252,39 +259,32 @@ class ResNet(nn.Module):
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
 
-    @property
-    def stages(self) -> list[nn.Sequential]:
-        return [self.layer1, self.layer2, self.layer3, self.layer4]
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.mean((2, 3))
-        if self.drop_rate > 0:
-            x = F.dropout(x, self.drop_rate, self.training)
-        return self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        x = self.maxpool(self.stem(x))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
 
 
-def _build(block: str, layers: Sequence[int], *, has_se: bool, defaults: dict[str, Any], kwargs: dict[str, Any]) -> ResNet:
-    se_kwargs = SEConfig.pop_kwargs(kwargs)
-    if has_se:
-        se = SEConfig.from_kwargs(se_kwargs)
-    elif se_kwargs:
-        raise ValueError(
-            f"SE options {sorted(se_kwargs)} given to a model without SE blocks; use its se_ variant"
-        )
-    else:
-        se = None
-    if "se" in kwargs:
-        raise ValueError("pass SE settings as keywords (reduction=, placement=, ...), not se=")
-    return ResNet(block, layers, se=se, **{**defaults, **kwargs})
+def model_layout(model: nn.Module) -> dict[str, Any]:
+    """The layout keywords (``stem_pool``, ``branch_act``, ``stride_in_1x1``) ``model`` runs with."""
+    if not isinstance(model, ResNet):
+        return {}
+    pool = model.maxpool
+    padding = pool.padding if isinstance(pool.padding, int) else pool.padding[0]
+    layout: dict[str, Any] = {
+        "stem_pool": "caffe" if pool.ceil_mode and padding == 0 else "torch",
+        "branch_act": any(getattr(b, "branch_act", False) for b in model.modules()),
+    }
+    first = model.layer2[0]
+    if isinstance(first, Bottleneck):
+        layout["stride_in_1x1"] = first.conv1.stride[0] != 1
+    return layout
+
+
+def _build(block: str, layers: Sequence[int], *, defaults: dict[str, Any], kwargs: dict[str, Any]) -> ResNet:
+    return ResNet(block, layers, **{**defaults, **kwargs})
 
 
 _RESNEXT = {"groups": 32, "width_per_group": 4, "stride_in_1x1": False}
@@ -302,107 +302,156 @@ _DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottl
            101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
 
 
-def _resnet(depth: int, has_se: bool, kwargs: dict[str, Any]) -> ResNet:
+def _resnet(depth: int, kwargs: dict[str, Any]) -> ResNet:
     block, layers = _DEPTHS[depth]
-    return _build(block, layers, has_se=has_se, defaults={}, kwargs=kwargs)
+    return _build(block, layers, defaults={}, kwargs=kwargs)
 
 
-def _resnext(layers: Sequence[int], has_se: bool, kwargs: dict[str, Any]) -> ResNet:
-    return _build("bottleneck", layers, has_se=has_se, defaults=_RESNEXT, kwargs=kwargs)
+def _resnext(layers: Sequence[int], kwargs: dict[str, Any]) -> ResNet:
+    return _build("bottleneck", layers, defaults=_RESNEXT, kwargs=kwargs)
 
 
-@register_model(family="resnet", has_se=False)
+register_family("resnet", ResNet, placements=PLACEMENTS, converters=(resnet_weights.from_legacy, resnet_weights.from_timm),
+                layout_keys=resnet_weights.LAYOUT_KEYS, layout_of=model_layout)
+
+_TV = "https://download.pytorch.org/models/"
+_TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
+_BICUBIC = {"interpolation": "bicubic"}
+
+
+def _tv(arch: str, file: str) -> Released:
+    return Released(f"timm/{arch}.tv_in1k", url=_TV + file, origin="torchvision (timm layout: stride on the 3x3)")
+
+
+def _legacy(arch: str, file: str, **cfg: Any) -> Released:
+    return Released(f"timm/legacy_{arch}.in1k", url=_TIMM_RELEASES + file, cfg=cfg,
+                    origin="the authors' released Caffe SENets via Cadene's port (timm legacy_*)")
+
+
+@register_model(family="resnet", has_se=False, released=_tv("resnet18", "resnet18-f37072fd.pth"))
 def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18 (He et al. 2016)."""
-    return _resnet(18, False, kwargs)
+    return _resnet(18, kwargs)
 
 
-@register_model(family="resnet", has_se=False)
+@register_model(family="resnet", has_se=False, released=_tv("resnet34", "resnet34-b627a593.pth"))
 def resnet34(**kwargs: Any) -> ResNet:
     """ResNet-34."""
-    return _resnet(34, False, kwargs)
+    return _resnet(34, kwargs)
 
 
-@register_model(family="resnet", has_se=False)
+@register_model(family="resnet", has_se=False, released=_tv("resnet50", "resnet50-0676ba61.pth"))
 def resnet50(**kwargs: Any) -> ResNet:
     """ResNet-50 (Table 1, left column). 3.86 GFLOPs with the stride in the first 1x1."""
-    return _resnet(50, False, kwargs)
+    return _resnet(50, kwargs)
 
 
-@register_model(family="resnet", has_se=False)
+@register_model(family="resnet", has_se=False, released=_tv("resnet101", "resnet101-63fe2227.pth"))
 def resnet101(**kwargs: Any) -> ResNet:
     """ResNet-101."""
-    return _resnet(101, False, kwargs)
+    return _resnet(101, kwargs)
 
 
-@register_model(family="resnet", has_se=False)
+@register_model(family="resnet", has_se=False, released=_tv("resnet152", "resnet152-394f9c45.pth"))
 def resnet152(**kwargs: Any) -> ResNet:
     """ResNet-152."""
-    return _resnet(152, False, kwargs)
+    return _resnet(152, kwargs)
 
 
-@register_model(family="resnet", has_se=True)
+@register_model(family="resnet", has_se=True,
+                released=_legacy("seresnet18", "v0.1-weights/seresnet18-4bb0ce65.pth", **_BICUBIC))
 def se_resnet18(**kwargs: Any) -> ResNet:
     """SE-ResNet-18."""
-    return _resnet(18, True, kwargs)
+    return _resnet(18, kwargs)
 
 
-@register_model(family="resnet", has_se=True)
+@register_model(family="resnet", has_se=True, released=_legacy("seresnet34", "v0.1-weights/seresnet34-a4004e63.pth"))
 def se_resnet34(**kwargs: Any) -> ResNet:
     """SE-ResNet-34."""
-    return _resnet(34, True, kwargs)
+    return _resnet(34, kwargs)
 
 
-@register_model(family="resnet", has_se=True)
+@register_model(family="resnet", has_se=True, released=_legacy("seresnet50", "v0.1-cadene/se_resnet50-ce0d4300.pth"))
 def se_resnet50(**kwargs: Any) -> ResNet:
     """SE-ResNet-50 (Table 1, middle column): 28.1M params, 3.87 GFLOPs."""
-    return _resnet(50, True, kwargs)
+    return _resnet(50, kwargs)
 
 
-@register_model(family="resnet", has_se=True)
+@register_model(family="resnet", has_se=True,
+                released=_legacy("seresnet101", "v0.1-cadene/se_resnet101-7e38fcc6.pth"))
 def se_resnet101(**kwargs: Any) -> ResNet:
     """SE-ResNet-101."""
-    return _resnet(101, True, kwargs)
+    return _resnet(101, kwargs)
 
 
-@register_model(family="resnet", has_se=True)
+@register_model(family="resnet", has_se=True,
+                released=_legacy("seresnet152", "v0.1-cadene/se_resnet152-d17c99b7.pth"))
 def se_resnet152(**kwargs: Any) -> ResNet:
     """SE-ResNet-152."""
-    return _resnet(152, True, kwargs)
+    return _resnet(152, kwargs)
 
 
-@register_model(family="resnet", has_se=False)
+@register_model(family="resnet", has_se=False, released=_tv("resnext50_32x4d", "resnext50_32x4d-7cdf4587.pth"))
 def resnext50_32x4d(**kwargs: Any) -> ResNet:
     """ResNeXt-50 (32x4d), Xie et al. 2017."""
-    return _resnext((3, 4, 6, 3), False, kwargs)
+    return _resnext((3, 4, 6, 3), kwargs)
 
 
-@register_model(family="resnet", has_se=False)
+@register_model(family="resnet", has_se=False, released=Released(
+    "timm/resnext101_32x4d.gluon_in1k", cfg=_BICUBIC, origin="GluonCV (timm layout: stride on the 3x3)",
+    url="https://github.com/rwightman/pytorch-pretrained-gluonresnet/releases/download/v0.1/"
+        "gluon_resnext101_32x4d-b253c8c4.pth"))
 def resnext101_32x4d(**kwargs: Any) -> ResNet:
     """ResNeXt-101 (32x4d)."""
-    return _resnext((3, 4, 23, 3), False, kwargs)
+    return _resnext((3, 4, 23, 3), kwargs)
 
 
-@register_model(family="resnet", has_se=True)
+@register_model(family="resnet", has_se=True,
+                released=_legacy("seresnext26_32x4d", "v0.1-weights/seresnext26_32x4d-65ebdb501.pth", **_BICUBIC))
 def se_resnext26_32x4d(**kwargs: Any) -> ResNet:
     """SE-ResNeXt-26 (32x4d): two blocks per stage."""
-    return _resnext((2, 2, 2, 2), True, kwargs)
+    return _resnext((2, 2, 2, 2), kwargs)
 
 
-@register_model(family="resnet", has_se=True)
+@register_model(family="resnet", has_se=True,
+                released=_legacy("seresnext50_32x4d", "v0.1-weights/legacy_se_resnext50_32x4d-f3651bad.pth"))
 def se_resnext50_32x4d(**kwargs: Any) -> ResNet:
     """SE-ResNeXt-50 (32x4d) (Table 1, right column)."""
-    return _resnext((3, 4, 6, 3), True, kwargs)
+    return _resnext((3, 4, 6, 3), kwargs)
 
 
-@register_model(family="resnet", has_se=True)
+@register_model(family="resnet", has_se=True,
+                released=_legacy("seresnext101_32x4d", "v0.1-weights/legacy_se_resnext101_32x4d-37725eac.pth"))
 def se_resnext101_32x4d(**kwargs: Any) -> ResNet:
     """SE-ResNeXt-101 (32x4d)."""
-    return _resnext((3, 4, 23, 3), True, kwargs)
+    return _resnext((3, 4, 23, 3), kwargs)
 
 
-@register_model(family="resnet", has_se=True)
+@register_model(family="resnet", has_se=True, released=_legacy("senet154", "v0.1-weights/legacy_senet154-e9eb9fe6.pth"))
 def senet154(**kwargs: Any) -> ResNet:
     """SENet-154 (section 3 of the spec / paper appendix): SE in a 64x4d ResNeXt-152 with a
     halved first 1x1, a three-conv 3x3 stem, 3x3 stride-2 projections and dropout 0.2."""
-    return _build("bottleneck", (3, 8, 36, 3), has_se=True, defaults=_SENET154, kwargs=kwargs)
+    return _build("bottleneck", (3, 8, 36, 3), defaults=_SENET154, kwargs=kwargs)
+
+
+def _register_timm_names() -> None:
+    """timm's names for these networks, building the layout timm builds (``legacy_*``: the
+    released Caffe layout). timm's ``resnet*``, ``resnext*`` and ``senet154`` names are senet's
+    own names too; they keep senet's (the paper's) layout."""
+    basic = resnet_weights.Architecture("7x7", "basic", (2, 2, 2, 2), 1, True, 1000)
+    bottleneck = resnet_weights.Architecture("7x7", "bottleneck", (3, 4, 6, 3), 1, True, 1000)
+    grouped = resnet_weights.Architecture("7x7", "bottleneck", (3, 4, 6, 3), 32, True, 1000)
+    for depth in (18, 34, 50, 101, 152):
+        arch = basic if depth < 50 else bottleneck
+        register_alias(f"seresnet{depth}", f"se_resnet{depth}", **resnet_weights.source_layout("timm", arch))
+        register_alias(f"legacy_seresnet{depth}", f"se_resnet{depth}", **resnet_weights.source_layout("legacy", arch))
+    for depth in (26, 50, 101):
+        if depth != 26:
+            register_alias(f"seresnext{depth}_32x4d", f"se_resnext{depth}_32x4d",
+                           **resnet_weights.source_layout("timm", grouped))
+        register_alias(f"legacy_seresnext{depth}_32x4d", f"se_resnext{depth}_32x4d",
+                       **resnet_weights.source_layout("legacy", grouped))
+    register_alias("legacy_senet154", "senet154", **resnet_weights.source_layout("legacy", grouped))
+
+
+_register_timm_names()

@@ -36,16 +36,22 @@ numbering for ``se_stages``: the stem is stage 1, the three stages are 2, 3, 4.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import SEConfig, SqueezeExcite, make_block_se, residual_forward
+from senet.layers import PLACEMENTS, ResidualUnit, SEConfig, SqueezeExcite, drop_path_rates, make_block_se
 from senet.layers.shake import check_shake_options, shake_shake
-from senet.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD, FIRST_STAGE, build_se, check_se, init_cifar_weights
-from senet.models.registry import register_model
+from senet.models._base import SenetModel, feature
+from senet.models.cifar_resnet import CIFAR_CFG, FIRST_STAGE, check_se, init_cifar_weights
+from senet.models.registry import register_family, register_model
+
+
+# a leaf for fx: it checks shapes and draws random coefficients, which symbolic tracing cannot follow
+torch.fx.wrap("shake_shake")
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
@@ -96,15 +102,15 @@ class ShakeBranch(nn.Module):
         return self.post(out)
 
 
-class ShakeBlock(nn.Module):
-    """``x + shake(F1(x), F2(x))`` (Gastaldi 2017, eq. 1) with SE placed by ``residual_forward``."""
+class ShakeBlock(ResidualUnit):
+    """``x + shake(F1(x), F2(x))`` (Gastaldi 2017, eq. 1) with SE placed by :class:`ResidualUnit`."""
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, stride: int, *,
                  bottleneck: bool, groups: int, shake: tuple[str, str, str], se: SEConfig | None,
-                 stage: int) -> None:
+                 stage: int, drop_path: float = 0.0) -> None:
         super().__init__()
-        self.placement = se.placement if se is not None else "standard"
-        in_branch = self.placement == "conv3x3"
+        placement = se.placement if se is not None else "standard"
+        in_branch = placement == "conv3x3"
 
         def branch() -> ShakeBranch:
             branch_se = make_block_se(se, stage, in_channels, out_channels, mid_channels) if in_branch else None
@@ -115,22 +121,25 @@ class ShakeBlock(nn.Module):
         self.shortcut = None
         if stride != 1 or in_channels != out_channels:
             self.shortcut = TwoPathShortcut(in_channels, out_channels, stride)
-        self.se = None if in_branch else make_block_se(se, stage, in_channels, out_channels, mid_channels)
         self.shake_forward, self.shake_backward, self.shake_level = shake
+        block_se = None if in_branch else make_block_se(se, stage, in_channels, out_channels, mid_channels)
+        self.init_residual(se=block_se, placement=placement, drop_path=drop_path)
 
-    def _branches(self, x: torch.Tensor) -> torch.Tensor:
-        return shake_shake(self.branch1(x), self.branch2(x), self.shake_forward, self.shake_backward,
-                           self.shake_level, self.training)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_forward(x, self._branches, self.shortcut, self.se, self.placement, None)
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.branch1(x), self.branch2(x)
+        if not torch.jit.is_scripting():
+            return shake_shake(x1, x2, self.shake_forward, self.shake_backward, self.shake_level, self.training)
+        # TorchScript has no autograd functions: a scripted model keeps the evaluation path only
+        if self.training:
+            raise RuntimeError("Shake-Shake training needs eager PyTorch (TorchScript keeps the evaluation path)")
+        return 0.5 * (x1 + x2)
 
     def extra_repr(self) -> str:
         return (f"shake_forward={self.shake_forward!r}, shake_backward={self.shake_backward!r}, "
                 f"shake_level={self.shake_level!r}")
 
 
-class ShakeResNet(nn.Module):
+class ShakeResNet(SenetModel):
     """Shake-Shake ResNet "depth 2x``base_width``d" or "depth 2x``cardinality``x``base_width``d"
     (see the module docstring).
 
@@ -145,6 +154,9 @@ class ShakeResNet(nn.Module):
             ``"keep"``; shake_level: ``"image"`` or ``"batch"`` (:mod:`senet.layers.shake`).
         num_classes: classifier outputs (0: no classifier).
         in_chans: input channels.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth of the residual blocks, rising linearly to this rate.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE.
     """
 
@@ -161,6 +173,9 @@ class ShakeResNet(nn.Module):
         shake_level: Literal["image", "batch"] = "image",
         num_classes: int = 10,
         in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
         se: SEConfig | None = None,
     ) -> None:
         super().__init__()
@@ -177,8 +192,10 @@ class ShakeResNet(nn.Module):
         n = (depth - 2) // (3 * per_block)
         stem_width = stem_width or (64 if bottleneck else 16)
         self.stem = nn.Sequential(*_conv_bn(in_chans, stem_width, 3))
+        self.feature_info = [feature("stem", stem_width, 1, 1)]
         shake = (shake_forward, shake_backward, shake_level)
         channels = stem_width
+        rates = iter(drop_path_rates(drop_path_rate, 3 * n))
         for i in range(3):
             if bottleneck:
                 mid, out = cardinality * base_width * 2**i, 4 * stem_width * 2**i
@@ -188,88 +205,77 @@ class ShakeResNet(nn.Module):
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1
                 blocks.append(ShakeBlock(channels, mid, out, stride, bottleneck=bottleneck, groups=cardinality,
-                                         shake=shake, se=se, stage=FIRST_STAGE + i))
+                                         shake=shake, se=se, stage=FIRST_STAGE + i, drop_path=next(rates)))
                 channels = out
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-        self.num_features = channels
-        self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+            self.feature_info.append(feature(f"layer{i + 1}", channels, 2**i, FIRST_STAGE + i))
+        self.final_act = nn.ReLU()
+        self.feature_info[-1] = feature("final_act", channels, 4, FIRST_STAGE + 2)
+        self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_cifar_weights(self)
 
-    @property
-    def stages(self) -> list[nn.Sequential]:
-        return [self.layer1, self.layer2, self.layer3]
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return F.relu(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.final_act(x)
 
 
-def _shake26(width: int, has_se: bool, kwargs: dict[str, Any]) -> ShakeResNet:
-    se = build_se(has_se, kwargs)
-    return ShakeResNet(26, width, se=se, **kwargs)
+def _shake26(width: int, kwargs: dict[str, Any]) -> ShakeResNet:
+    return ShakeResNet(26, width, **kwargs)
 
 
-def _shake_even29(has_se: bool, kwargs: dict[str, Any]) -> ShakeResNet:
-    se = build_se(has_se, kwargs)
+def _shake_even29(kwargs: dict[str, Any]) -> ShakeResNet:
     defaults = {"bottleneck": True, "cardinality": 4, "shake_forward": "shake", "shake_backward": "even"}
-    return ShakeResNet(29, 64, se=se, **{**defaults, **kwargs})
+    return ShakeResNet(29, 64, **{**defaults, **kwargs})
 
 
-_REG = {"input_size": (3, 32, 32), "num_classes": 10, "mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+register_family("shake_shake", ShakeResNet, placements=PLACEMENTS)
+_REG = {"cfg": replace(CIFAR_CFG, first_conv="stem.0")}
 
 
 @register_model(family="shake_shake", has_se=False, **_REG)
 def shake_shake26_2x32d(**kwargs: Any) -> ShakeResNet:
     """Shake-Shake 26 2x32d (Gastaldi 2017: 2.9M parameters, 3.55% CIFAR-10 error, S-S-I)."""
-    return _shake26(32, False, kwargs)
+    return _shake26(32, kwargs)
 
 
 @register_model(family="shake_shake", has_se=False, **_REG)
 def shake_shake26_2x64d(**kwargs: Any) -> ShakeResNet:
     """Shake-Shake 26 2x64d (11.7M parameters, 2.98%)."""
-    return _shake26(64, False, kwargs)
+    return _shake26(64, kwargs)
 
 
 @register_model(family="shake_shake", has_se=False, **_REG)
 def shake_shake26_2x96d(**kwargs: Any) -> ShakeResNet:
     """Shake-Shake 26 2x96d (26.2M parameters, 2.86%); SENet Table 4 baseline (with Cutout)."""
-    return _shake26(96, False, kwargs)
+    return _shake26(96, kwargs)
 
 
 @register_model(family="shake_shake", has_se=True, **_REG)
 def se_shake_shake26_2x32d(**kwargs: Any) -> ShakeResNet:
     """SE-Shake-Shake 26 2x32d."""
-    return _shake26(32, True, kwargs)
+    return _shake26(32, kwargs)
 
 
 @register_model(family="shake_shake", has_se=True, **_REG)
 def se_shake_shake26_2x64d(**kwargs: Any) -> ShakeResNet:
     """SE-Shake-Shake 26 2x64d."""
-    return _shake26(64, True, kwargs)
+    return _shake26(64, kwargs)
 
 
 @register_model(family="shake_shake", has_se=True, **_REG)
 def se_shake_shake26_2x96d(**kwargs: Any) -> ShakeResNet:
     """SE-Shake-Shake 26 2x96d (SENet Table 4: 2.12% CIFAR-10 error with Cutout)."""
-    return _shake26(96, True, kwargs)
+    return _shake26(96, kwargs)
 
 
 @register_model(family="shake_shake", has_se=False, **_REG)
 def shake_even29_2x4x64d(**kwargs: Any) -> ShakeResNet:
     """Shake-Even 29 2x4x64d (Gastaldi 2017: 34.4M parameters, 15.85% CIFAR-100 error).
     Pass ``num_classes=100`` for CIFAR-100."""
-    return _shake_even29(False, kwargs)
+    return _shake_even29(kwargs)
 
 
 @register_model(family="shake_shake", has_se=True, **_REG)
 def se_shake_even29_2x4x64d(**kwargs: Any) -> ShakeResNet:
     """SE-Shake-Even 29 2x4x64d (SENet Table 5: 15.41% CIFAR-100 error with Cutout)."""
-    return _shake_even29(True, kwargs)
+    return _shake_even29(kwargs)

@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import PLACEMENTS, SEConfig, make_block_se, residual_forward
-from senet.models._common import init_weights, se_config
-from senet.models.registry import register_model
+from senet.layers import PLACEMENTS, ResidualUnit, SEConfig, drop_path_rates, make_block_se
+from senet.models._base import SenetModel, feature
+from senet.models._common import init_weights
+from senet.models.registry import PretrainedCfg, register_family, register_model
 
 #: Output channels of the three stages for each group count (ShuffleNet paper, Table 1; 1x).
 STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
@@ -48,14 +49,14 @@ FIRST_STAGE = 3
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channels of ``groups`` groups (ShuffleNet paper, Fig. 1)."""
     n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-class ShuffleUnit(nn.Module):
+class ShuffleUnit(ResidualUnit):
     """One ShuffleNet unit (paper Fig. 2b: residual, stride 1; Fig. 2c: concatenating, stride 2)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, groups: int, *, first_groups: int,
-                 se: SEConfig | None, stage: int) -> None:
+                 se: SEConfig | None, stage: int, drop_path: float = 0.0) -> None:
         super().__init__()
         mid = out_channels // 4
         branch_out = out_channels - in_channels if stride == 2 else out_channels
@@ -68,42 +69,40 @@ class ShuffleUnit(nn.Module):
         self.conv3 = nn.Conv2d(mid, branch_out, 1, groups=groups, bias=False)
         self.bn3 = nn.BatchNorm2d(branch_out)
         self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else None
-        self.placement = se.placement if se is not None else "standard"
+        placement = se.placement if se is not None else "standard"
         # the channels SE sees; in a concatenating unit the output (post) is wider than the branch
         # (standard) and the identity path (identity) has the input's width
-        seen = {"post": out_channels, "identity": in_channels}.get(self.placement, branch_out)
-        self.se = make_block_se(se, stage, in_channels, seen, mid)
+        seen = {"post": out_channels, "identity": in_channels}.get(placement, branch_out)
+        self.init_residual(se=make_block_se(se, stage, in_channels, seen, mid), placement=placement,
+                           act=nn.ReLU(inplace=True), drop_path=drop_path if stride == 1 else 0.0)
 
-    def _branch(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = self.bn2(self.conv2(channel_shuffle(out, self.groups)))
-        if self.se is not None and self.placement == "conv3x3":
-            out = self.se(out)
+        out = self.se_inner(self.bn2(self.conv2(channel_shuffle(out, self.groups))))
         return self.bn3(self.conv3(out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shortcut is None:
-            return residual_forward(x, self._branch, None, self.se, self.placement, F.relu)
-        return self._concat_forward(x)
+            return self.merge(x, x)
+        return self.concat_forward(x, self.shortcut(x))
 
-    def _concat_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``relu(cat(avgpool(x), branch(x)))`` with the SE block placed as in :func:`residual_forward`."""
-        se, placement = self.se, self.placement
-        identity = self.shortcut(x)
-        if se is not None and placement == "pre":
+    def concat_forward(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """``relu(cat(avgpool(x), branch(x)))`` with the SE block placed as in :meth:`merge`."""
+        se = self.se
+        if se is not None and self.placement == "pre":
             x = se(x)
-        out = self._branch(x)
-        if se is not None and placement == "standard":
+        out = self.branch(x)
+        if se is not None and self.placement == "standard":
             out = se(out)
-        elif se is not None and placement == "identity":
+        elif se is not None and self.placement == "identity":
             identity = se(identity)
         out = F.relu(torch.cat([identity, out], 1), inplace=True)
-        if se is not None and placement == "post":
+        if se is not None and self.placement == "post":
             out = se(out)
         return out
 
 
-class ShuffleNet(nn.Module):
+class ShuffleNet(SenetModel):
     """ShuffleNet v1 (1x), with or without SE in its units.
 
     Args:
@@ -112,6 +111,8 @@ class ShuffleNet(nn.Module):
         num_classes: classifier outputs (0: :meth:`forward` returns the pooled features).
         in_chans: input channels.
         drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth of the residual (stride-1) units, rising linearly to this rate.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE. ``se.stages`` picks among stages 3, 4, 5.
     """
 
@@ -123,6 +124,8 @@ class ShuffleNet(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
         se: SEConfig | None = None,
     ) -> None:
         super().__init__()
@@ -134,46 +137,45 @@ class ShuffleNet(nn.Module):
             se.check_stages(range(FIRST_STAGE, FIRST_STAGE + 3))
         self.conv1 = nn.Conv2d(in_chans, 24, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)
+        self.act1 = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.feature_info = [feature("act1", 24, 2, 1), feature("maxpool", 24, 4, 2)]
         channels = 24
+        rates = iter(drop_path_rates(drop_path_rate, sum(layers)))
         for i, (depth, out_channels) in enumerate(zip(layers, STAGE_CHANNELS[groups], strict=True)):
             units = []
             for j in range(depth):
                 units.append(ShuffleUnit(
                     channels, out_channels, 2 if j == 0 else 1, groups,
                     first_groups=1 if i == 0 and j == 0 else groups, se=se, stage=FIRST_STAGE + i,
+                    drop_path=next(rates),
                 ))
                 channels = out_channels
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
-        self.num_features = channels
-        self.drop_rate = drop_rate
-        self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+            self.feature_info.append(feature(f"layer{i + 1}", channels, 2 ** (FIRST_STAGE + i), FIRST_STAGE + i))
+        self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        x = F.max_pool2d(x, 3, 2, 1)
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(x.mean((2, 3)), self.drop_rate, self.training)
-        return self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+def _shufflenet(groups: int, kwargs: dict[str, Any]) -> ShuffleNet:
+    return ShuffleNet(groups, **kwargs)
 
 
-def _shufflenet(groups: int, has_se: bool, kwargs: dict[str, Any]) -> ShuffleNet:
-    se = se_config(kwargs, has_se=has_se, family="ShuffleNet", placements=PLACEMENTS)
-    return ShuffleNet(groups, se=se, **kwargs)
+register_family("shufflenet", ShuffleNet, placements=PLACEMENTS)
+_CFG = PretrainedCfg(first_conv="conv1")
 
 
-@register_model(family="shufflenet", has_se=False)
+@register_model(family="shufflenet", has_se=False, cfg=_CFG)
 def shufflenet_g3(**kwargs: Any) -> ShuffleNet:
     """ShuffleNet 1x (g=3) (Table 3): 1.87M params, 137.5 MFLOPs (paper: 1.8M, 140; see the module)."""
-    return _shufflenet(3, False, kwargs)
+    return _shufflenet(3, kwargs)
 
 
-@register_model(family="shufflenet", has_se=True)
+@register_model(family="shufflenet", has_se=True, cfg=_CFG)
 def se_shufflenet_g3(**kwargs: Any) -> ShuffleNet:
     """SE-ShuffleNet 1x (g=3) (Table 3): SE on each unit's branch; 2.48M params, 141.3 MFLOPs."""
-    return _shufflenet(3, True, kwargs)
+    return _shufflenet(3, kwargs)

@@ -4,7 +4,8 @@ Plain networks have no residual branch: the SE block goes after the non-linearit
 each convolution (spec section 2), so SE-VGG-16 has 13 SE blocks.
 
 Stages (see :mod:`senet.models._common`): ``layer1`` (``conv1_x``, full resolution) is stage 0,
-``layer2`` stage 1, ... ``layer5`` (``conv5_x``, 1/16) stage 4.
+``layer2`` stage 1, ... ``layer5`` (``conv5_x``, 1/16) stage 4; the max pooling after each block
+is the model's ``pool1`` ... ``pool5``, and ``pool5`` (1/32) ends the trunk.
 
 The classifier is VGG's three fully connected layers, the first two stored as convolutions
 (``pre_logits.fc1``: 7x7, ``pre_logits.fc2``: 1x1) as timm does, so the network runs at any
@@ -15,7 +16,6 @@ outputs that is averaged before the last layer. :func:`from_timm` renames timm's
 
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping
 
 import torch
@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from senet.layers import SEConfig, SqueezeExcite
-from senet.models._common import init_weights, se_config
-from senet.models.registry import register_model
+from senet.models._base import SenetModel, feature
+from senet.models._common import init_weights
+from senet.models.registry import PretrainedCfg, Released, register_family, register_model
+from senet.weights.keymap import Foreign, prefix_rules, rename_keys
 
 #: Convolution widths of each of the five blocks (VGG paper, Table 1: configurations A, B, D, E).
 CONFIGS: dict[int, tuple[tuple[int, ...], ...]] = {
@@ -49,25 +51,36 @@ class ConvUnit(nn.Module):
         return x if self.se is None else self.se(x)
 
 
+def pool_up_to(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """``x`` average-pooled up to ``kernel`` x ``kernel`` where it is smaller (unchanged otherwise)."""
+    h, w = x.shape[-2:]
+    if h < kernel or w < kernel:
+        x = F.adaptive_avg_pool2d(x, (max(h, kernel), max(w, kernel)))
+    return x
+
+
+# a leaf for fx: its branch is on the input's size, which symbolic tracing cannot follow
+torch.fx.wrap("pool_up_to")
+
+
 class MlpHead(nn.Module):
     """VGG's first two FC layers as a 7x7 and a 1x1 convolution, each followed by ReLU and dropout."""
 
     def __init__(self, cin: int, width: int, kernel: int, drop_rate: float) -> None:
         super().__init__()
         self.kernel = kernel
-        self.drop_rate = drop_rate
         self.fc1 = nn.Conv2d(cin, width, kernel)
+        self.act1 = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(drop_rate)
         self.fc2 = nn.Conv2d(width, width, 1)
+        self.act2 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h < self.kernel or w < self.kernel:
-            x = F.adaptive_avg_pool2d(x, (max(h, self.kernel), max(w, self.kernel)))
-        x = F.dropout(F.relu(self.fc1(x), inplace=True), self.drop_rate, self.training)
-        return F.relu(self.fc2(x), inplace=True)
+        x = self.drop(self.act1(self.fc1(pool_up_to(x, self.kernel))))
+        return self.act2(self.fc2(x))
 
 
-class VGG(nn.Module):
+class VGG(SenetModel):
     """VGG-11/13/16/19, with or without batch norm, with or without SE.
 
     Args:
@@ -77,6 +90,8 @@ class VGG(nn.Module):
         batch_norm: batch norm after each convolution (the paper's "VGG-16 (BN)").
         mlp_width: width of the two hidden FC layers (4096).
         drop_rate: dropout after each hidden FC layer (0.5 in VGG; no effect in eval mode).
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""`` (after the FC layers stored as
+            convolutions).
         se: SE settings, ``None`` for no SE. ``se.stages`` picks among stages 0-4.
     """
 
@@ -89,6 +104,7 @@ class VGG(nn.Module):
         batch_norm: bool = True,
         mlp_width: int = 4096,
         drop_rate: float = 0.5,
+        global_pool: str = "avg",
         se: SEConfig | None = None,
     ) -> None:
         super().__init__()
@@ -98,6 +114,7 @@ class VGG(nn.Module):
         if se is not None:
             se.check_stages(range(len(widths)))
         channels = in_chans
+        self.feature_info = []
         for stage, stage_widths in enumerate(widths):
             units = []
             for width in stage_widths:
@@ -105,38 +122,35 @@ class VGG(nn.Module):
                 units.append(ConvUnit(channels, width, batch_norm=batch_norm, se=block_se))
                 channels = width
             self.add_module(f"layer{stage + 1}", nn.Sequential(*units))
+            self.add_module(f"pool{stage + 1}", nn.MaxPool2d(2, 2))
+            self.feature_info.append(feature(f"layer{stage + 1}", channels, 2**stage, stage))
+        self.feature_info.append(feature(f"pool{len(widths)}", channels, 2 ** len(widths), len(widths)))
         self.pre_logits = MlpHead(channels, mlp_width, 7, drop_rate)
-        self.num_features = mlp_width
-        self.drop_rate = drop_rate
-        self.fc = nn.Linear(mlp_width, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(mlp_width, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_weights(self, fc_convs=(self.pre_logits.fc1, self.pre_logits.fc2))
 
-    @property
-    def stages(self) -> list[nn.Sequential]:
-        return [self.layer1, self.layer2, self.layer3, self.layer4, self.layer5]
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages:
-            x = F.max_pool2d(stage(x), 2, 2)
-        return x
+        x = self.pool1(self.layer1(x))
+        x = self.pool2(self.layer2(x))
+        x = self.pool3(self.layer3(x))
+        x = self.pool4(self.layer4(x))
+        return self.pool5(self.layer5(x))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pre_logits(x).mean((2, 3))
-        x = F.dropout(x, self.drop_rate, self.training)
-        return self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pre_logits(x)
 
 
-def from_timm(state: Mapping[str, torch.Tensor], depth: int = 16) -> dict[str, torch.Tensor]:
-    """timm's ``vgg{depth}_bn`` state dict with senet's keys (``features.N`` -> ``layerS.U.conv/bn``).
+def from_timm(state: Mapping[str, torch.Tensor], source: str = "checkpoint", depth: int = 16) -> Foreign | None:
+    """timm's ``vgg{depth}_bn`` state dict with senet's keys (``features.N`` -> ``layerS.U.conv/bn``),
+    or ``None`` if ``state`` has no timm VGG keys.
 
     timm numbers the layers of one ``nn.Sequential`` (conv, BN, ReLU per unit, a max pooling
     after each block); the renaming follows :data:`CONFIGS`. ``pre_logits`` keeps its names and
     ``head.fc`` becomes ``fc``. Keys that match nothing keep their name (and are then reported
-    by ``load_state_dict``).
+    by the loader).
     """
+    if "features.0.weight" not in state:
+        return None
     rename: dict[str, str] = {}
     index = 0
     for stage, widths in enumerate(CONFIGS[depth]):
@@ -145,29 +159,25 @@ def from_timm(state: Mapping[str, torch.Tensor], depth: int = 16) -> dict[str, t
             rename[f"features.{index + 1}."] = f"layer{stage + 1}.{unit}.bn."
             index += 3
         index += 1  # the max pooling
-    out = {}
-    for key, value in state.items():
-        match = re.match(r"(features\.\d+\.)(.*)", key)
-        if match and match.group(1) in rename:
-            key = rename[match.group(1)] + match.group(2)
-        elif key.startswith("head.fc."):
-            key = key[len("head."):]
-        out[key] = value
-    return out
+    rename["head.fc."] = "fc."
+    return Foreign("timm", *rename_keys(state, prefix_rules(rename), source), describe=f"timm VGG-{depth} weights")
 
 
-def _vgg(depth: int, has_se: bool, kwargs: dict[str, Any]) -> VGG:
-    se = se_config(kwargs, has_se=has_se, family="VGG (SE follows each convolution's ReLU)")
-    return VGG(depth, se=se, **kwargs)
+def _vgg(depth: int, kwargs: dict[str, Any]) -> VGG:
+    return VGG(depth, **kwargs)
 
 
-@register_model(family="vgg", has_se=False)
+register_family("vgg", VGG, converters=(from_timm,))
+
+
+@register_model(family="vgg", has_se=False, cfg=PretrainedCfg(first_conv="layer1.0.conv"), released=Released(
+    "timm/vgg16_bn.tv_in1k", origin="torchvision, via timm"))
 def vgg16_bn(**kwargs: Any) -> VGG:
     """VGG-16 with batch norm (Table 2): 138.4M params, 15.47 GFLOPs."""
-    return _vgg(16, False, kwargs)
+    return _vgg(16, kwargs)
 
 
-@register_model(family="vgg", has_se=True)
+@register_model(family="vgg", has_se=True, cfg=PretrainedCfg(first_conv="layer1.0.conv"))
 def se_vgg16_bn(**kwargs: Any) -> VGG:
     """SE-VGG-16 (BN) (Table 2): an SE block after each of the 13 convolutions' ReLU; 15.48 GFLOPs."""
-    return _vgg(16, True, kwargs)
+    return _vgg(16, kwargs)

@@ -20,47 +20,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import SEConfig, make_block_se
-from senet.models.cifar_resnet import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    FIRST_STAGE,
-    PreActUnit,
-    build_se,
-    check_se,
-    init_cifar_weights,
-)
-from senet.models.registry import register_model
+from senet.layers import PLACEMENTS, SEConfig, drop_path_rates, make_block_se
+from senet.models._base import SenetModel, feature
+from senet.models.cifar_resnet import CIFAR_CFG, FIRST_STAGE, PreActUnit, check_se, init_cifar_weights
+from senet.models.registry import register_family, register_model
 
 
 class WideBasicBlock(PreActUnit):
     """Pre-activation basic block of a WRN (Zagoruyko & Komodakis, Fig. 1(c)/(d))."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, *, dropout: float,
-                 se: SEConfig | None, stage: int) -> None:
+                 se: SEConfig | None, stage: int, drop_path: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.dropout = dropout
+        self.dropout = nn.Dropout(dropout)
         self.shortcut = None
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
-        self.placement = se.placement if se is not None else "standard"
-        self.se = make_block_se(se, stage, in_channels, out_channels, out_channels)
+        self.init_residual(se=make_block_se(se, stage, in_channels, out_channels, out_channels),
+                           placement=se.placement if se is not None else "standard", drop_path=drop_path)
 
-    def _tail(self, out: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn2(self.conv1(out)), inplace=True)
-        if self.dropout > 0:
-            out = F.dropout(out, self.dropout, self.training)
-        if self.se is not None and self.placement == "conv3x3":
-            out = self.se(out)
-        return self.conv2(out)
+    def tail(self, out: torch.Tensor) -> torch.Tensor:
+        out = self.dropout(F.relu(self.bn2(self.conv1(out)), inplace=True))
+        return self.conv2(self.se_inner(out))
 
 
-
-class WideResNet(nn.Module):
+class WideResNet(SenetModel):
     """WRN-``depth``-``widen_factor`` (see the module docstring).
 
     Args:
@@ -69,6 +57,9 @@ class WideResNet(nn.Module):
         dropout: dropout probability between the two convolutions of each block.
         num_classes: classifier outputs (0: no classifier).
         in_chans: input channels.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth of the residual branches, rising linearly to this rate.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE.
     """
 
@@ -80,6 +71,9 @@ class WideResNet(nn.Module):
         dropout: float = 0.0,
         num_classes: int = 10,
         in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
         se: SEConfig | None = None,
     ) -> None:
         super().__init__()
@@ -92,64 +86,57 @@ class WideResNet(nn.Module):
         check_se(se)
         n = (depth - 4) // 6
         self.conv1 = nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)
+        self.feature_info = [feature("conv1", 16, 1, 1)]
         channels = 16
+        rates = iter(drop_path_rates(drop_path_rate, 3 * n))
         for i, base in enumerate((16, 32, 64)):
             width = base * widen_factor
             blocks = []
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(WideBasicBlock(channels, width, stride, dropout=dropout, se=se, stage=FIRST_STAGE + i))
+                blocks.append(WideBasicBlock(channels, width, stride, dropout=dropout, se=se, stage=FIRST_STAGE + i,
+                                             drop_path=next(rates)))
                 channels = width
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.feature_info.append(feature(f"layer{i + 1}", channels, 2**i, FIRST_STAGE + i))
         self.final_bn = nn.BatchNorm2d(channels)
-        self.num_features = channels
-        self.fc = nn.Linear(channels, num_classes) if num_classes > 0 else nn.Identity()
+        self.final_act = nn.ReLU(inplace=True)
+        self.feature_info[-1] = feature("final_act", channels, 4, FIRST_STAGE + 2)
+        self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_cifar_weights(self)
 
-    @property
-    def stages(self) -> list[nn.Sequential]:
-        return [self.layer1, self.layer2, self.layer3]
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)
-        for stage in self.stages:
-            x = stage(x)
-        return F.relu(self.final_bn(x), inplace=True)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        return self.final_act(self.final_bn(x))
 
 
-def _wrn(depth: int, k: int, has_se: bool, kwargs: dict[str, Any]) -> WideResNet:
-    se = build_se(has_se, kwargs)
-    return WideResNet(depth, k, se=se, **kwargs)
+def _wrn(depth: int, k: int, kwargs: dict[str, Any]) -> WideResNet:
+    return WideResNet(depth, k, **kwargs)
 
 
-_REG = {"input_size": (3, 32, 32), "num_classes": 10, "mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+register_family("wide_resnet", WideResNet, placements=PLACEMENTS)
+_REG = {"cfg": CIFAR_CFG}
 
 
 @register_model(family="wide_resnet", has_se=False, **_REG)
 def wrn16_8(**kwargs: Any) -> WideResNet:
     """WRN-16-8 (Zagoruyko & Komodakis: 11.0M parameters); SENet Table 4 baseline."""
-    return _wrn(16, 8, False, kwargs)
+    return _wrn(16, 8, kwargs)
 
 
 @register_model(family="wide_resnet", has_se=True, **_REG)
 def se_wrn16_8(**kwargs: Any) -> WideResNet:
     """SE-WRN-16-8 (SENet Table 4: 3.88% CIFAR-10 error)."""
-    return _wrn(16, 8, True, kwargs)
+    return _wrn(16, 8, kwargs)
 
 
 @register_model(family="wide_resnet", has_se=False, **_REG)
 def wrn28_10(**kwargs: Any) -> WideResNet:
     """WRN-28-10 (Zagoruyko & Komodakis: 36.5M parameters)."""
-    return _wrn(28, 10, False, kwargs)
+    return _wrn(28, 10, kwargs)
 
 
 @register_model(family="wide_resnet", has_se=True, **_REG)
 def se_wrn28_10(**kwargs: Any) -> WideResNet:
     """SE-WRN-28-10."""
-    return _wrn(28, 10, True, kwargs)
+    return _wrn(28, 10, kwargs)

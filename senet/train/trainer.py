@@ -377,7 +377,7 @@ class Trainer:
         return errors_from_sums(dist.all_sum(sums))
 
     def _finish(self) -> dict[str, Any]:
-        from senet.weights import save_weights
+        from senet.models import save_weights
 
         cfg, source = self.cfg, self.source
         last = self.history[-1] if self.history else {}

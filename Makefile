@@ -19,4 +19,4 @@ train: $(VENV)/.installed
 	$(VENV)/bin/senet train
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2

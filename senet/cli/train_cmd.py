@@ -94,8 +94,6 @@ def _run(args: argparse.Namespace, env) -> int:
             changes = merge(changes, {"run": {"device": args.device}})
         if changes:
             cfg = config_from_dict(merge(cfg.to_dict(), changes))
-        if env.is_main:  # the group's rank 0 owns the folder for all of it
-            run_dir.acquire()
         distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
                                      backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
     else:
@@ -111,6 +109,8 @@ def _run(args: argparse.Namespace, env) -> int:
         distributed.barrier()
         say(f"run directory: {run_dir.path}")
     with run_dir:  # a failure before the first checkpoint removes the folder this command created
+        if resume and env.is_main:  # the group's rank 0 owns the folder for all of it
+            run_dir.acquire()
         try:
             summary = _train(cfg, run_dir, resume=bool(resume), args=args, env=env, say=say)
         except KeyboardInterrupt:

@@ -144,14 +144,14 @@ def test_the_previous_checkpoint_is_kept_and_used_when_the_newest_is_damaged(tmp
         load_latest(new, prev)
 
 
-def test_a_damaged_data_cache_is_decoded_again(tmp_path: Path, isolated_cache: Path, caplog) -> None:
+def test_a_damaged_data_cache_is_decoded_again(tmp_path: Path, caplog) -> None:
     tree = make_tree(tmp_path / "tree", classes=2, train=4, test=2)
-    first = load_split("imagefolder", "train", data=tree)
-    (path,) = [p for p in (isolated_cache / "tensors").glob("tree-train-*.safetensors")]
+    first = load_split("imagefolder", "train", data=tree, cache_dir=tmp_path / "cache")
+    (path,) = (tmp_path / "cache" / "tensors").glob("tree-train-*.safetensors")
     flip_in_safetensors(path, "images")
     with caplog.at_level(logging.WARNING, logger="senet.data.cache"):
         assert cache.load(path) is None
     assert "ignoring damaged data cache" in caplog.text
-    again = load_split("imagefolder", "train", data=tree)
+    again = load_split("imagefolder", "train", data=tree, cache_dir=tmp_path / "cache")
     assert torch.equal(again.images, first.images)
     assert cache.load(path) is not None  # rewritten whole

@@ -107,6 +107,8 @@ def test_bad_studies_recipes_and_cells_are_clear_errors():
     with pytest.raises(ConfigError, match="unknown cell.*its cells: sigmoid, tanh, relu"):
         _ablate("--study", "gate", "--cells", "softmax", "--dry-run")
     with pytest.raises(ConfigError, match="--seeds must be >= 1"):
+        plan_study("gate", None, [], seeds=0)
+    with pytest.raises(SystemExit):  # the command line refuses it before planning (argparse names --seeds)
         _ablate("--study", "gate", "--seeds", 0, "--dry-run")
 
 

@@ -1,6 +1,7 @@
-"""Where data is looked for: --data, $SENET_DATA, ./data, ../shared/data, ~/.cache/senet, in
-that order; the error lists every place tried. The machine's own folders are never seen:
-the current folder, $HOME and the environment are replaced."""
+"""Where data is looked for: --data alone when given, else $SENET_DATA alone when set, else
+./data, ../shared/data, ~/.cache/senet, in that order; the error lists every place tried.
+The machine's own folders are never seen: the current folder, $HOME and the environment are
+replaced."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     (tmp_path / "proj" / "main").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "proj" / "main")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("SENET_DATA", str(folders["env"]))
+    monkeypatch.delenv("SENET_DATA", raising=False)  # the tests that need it set it to folders["env"]
     monkeypatch.delenv("SENET_CACHE", raising=False)
     return folders
 
@@ -40,15 +41,36 @@ def _find(machine: dict[str, Path], dataset: str = "cifar10", data: Path | None 
 
 
 def test_places_are_searched_in_order(machine: dict[str, Path]) -> None:
-    for place in PLACES:
+    searched = PLACES[2:]
+    for place in searched:
         (machine[place] / "cifar10-jpeg").mkdir(parents=True)
-    for place in PLACES:
-        found = _find(machine, data=machine["arg"])
+    for place in searched:
+        found = _find(machine)
         assert found.path == machine[place] / "cifar10-jpeg" and found.kind == TREE
-        assert not any(found.path == machine[p] / "cifar10-jpeg" for p in PLACES[PLACES.index(place) + 1 :])
         (machine[place] / "cifar10-jpeg").rmdir()  # the next place wins now
     with pytest.raises(DataError, match="cifar10 not found"):
+        _find(machine)
+
+
+def test_an_explicit_place_is_the_only_place_looked_at(machine: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """--data (else $SENET_DATA) that does not hold the dataset is an error naming it and what
+    was expected, never a silent fall-back to a copy found elsewhere."""
+    monkeypatch.setenv("SENET_DATA", str(machine["env"]))
+    for place in PLACES[1:]:
+        (machine[place] / "cifar10-jpeg").mkdir(parents=True)
+    machine["arg"].mkdir()
+    with pytest.raises(DataError) as info:
         _find(machine, data=machine["arg"])
+    msg = str(info.value)
+    assert msg.startswith(f"--data {machine['arg']} does not hold cifar10: expected it to be, or to contain, one of "
+                          "cifar-10-python.tar.gz, cifar-10-batches-py/, cifar10-jpeg.tar.gz, cifar10-jpeg/")
+    assert _find(machine).path == machine["env"] / "cifar10-jpeg"  # no --data: $SENET_DATA, which holds it
+    (machine["env"] / "cifar10-jpeg").rmdir()
+    with pytest.raises(DataError, match=rf"^\$SENET_DATA {machine['env']} does not hold cifar10"):
+        _find(machine)
+    (machine["arg"] / "cifar10-jpeg").mkdir()
+    assert _find(machine, data=machine["arg"]).path == machine["arg"] / "cifar10-jpeg"
 
 
 def test_the_cache_folder_is_searched_last(machine: dict[str, Path]) -> None:
@@ -60,14 +82,13 @@ def test_the_cache_folder_is_searched_last(machine: dict[str, Path]) -> None:
 
 
 def test_error_lists_every_place_tried_in_order(machine: dict[str, Path]) -> None:
-    machine["env"].mkdir()
     machine["shared"].mkdir(parents=True)
     with pytest.raises(DataError) as info:
         _find(machine)
     msg = str(info.value)
     expected = [
         "1. data argument (--data): not set",
-        f"2. $SENET_DATA: {machine['env']} (none of the names below)",
+        "2. $SENET_DATA: not set",
         f"3. ./data: {machine['cwd']} (does not exist)",
         f"4. ../shared/data: {machine['shared']} (none of the names below)",
         f"5. ~/.cache/senet: {machine['home']} (does not exist)",
@@ -79,8 +100,7 @@ def test_error_lists_every_place_tried_in_order(machine: dict[str, Path]) -> Non
     assert "Put one of cifar-10-python.tar.gz, cifar-10-batches-py/, cifar10-jpeg.tar.gz, cifar10-jpeg/" in msg
 
 
-def test_unset_environment_is_reported_as_not_set(machine: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SENET_DATA")
+def test_unset_environment_is_reported_as_not_set(machine: dict[str, Path]) -> None:
     with pytest.raises(DataError, match=r"\$SENET_DATA: not set"):
         _find(machine, "cifar100")
 
@@ -117,7 +137,7 @@ def test_load_split_reads_the_located_tree(machine: dict[str, Path]) -> None:
 
 
 def test_a_tree_with_the_wrong_number_of_classes_is_refused(machine: dict[str, Path]) -> None:
-    make_tree(machine["env"], top="cifar10-jpeg")  # 3 classes
+    make_tree(machine["shared"], top="cifar10-jpeg")  # 3 classes
     with pytest.raises(DataError, match="has 3 classes, but cifar10 has 10"):
         load_split("cifar10", "train", cache_dir=machine["cache"])
 

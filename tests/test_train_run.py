@@ -124,3 +124,82 @@ def test_labels_outside_the_classes_are_refused_before_training():
                       classes=["a", "b"], source="x", skipped=[])
     with pytest.raises(DataError, match=r"1 label\(s\) outside 0..1"):
         check_labels(ds, "train")
+
+
+class _CorruptAtStep(torch.nn.Module):
+    """The training forward pass; at training call ``step`` it sets one BN running variance to
+    inf. The loss of that step stays finite (training BN uses the batch's statistics): only the
+    weights check can see it."""
+
+    def __init__(self, model, step):
+        super().__init__()
+        self.model, self.step, self.calls = model, step, 0
+
+    def forward(self, x):
+        self.calls += self.training
+        if self.training and self.calls == self.step:
+            bn = next(m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+            bn.running_var[0] = float("inf")
+        return self.model(x)
+
+
+def _tiny_trainer(tree, run, **run_cfg):
+    cfg = resolve(None, [{"data": {"dataset": "imagefolder", "path": str(tree), "crop": 16, "pad": 2,
+                                   "batch_size": 16}, "run": run_cfg}], epochs=2)
+    return Trainer(cfg, RunDir.create(run, cfg), progress=False, log=lambda s: None)
+
+
+def test_non_finite_weights_after_a_step_with_a_finite_loss_are_never_saved(tiny_tree, tmp_path):
+    trainer = _tiny_trainer(tiny_tree, tmp_path / "run", checkpoint_every=1)
+    trainer.forward = _CorruptAtStep(trainer.model, 6)
+    with pytest.raises(TrainingDiverged, match=r"the weights became NaN or infinite in the optimizer step at "
+                                               r"epoch 2 step 2 \(global step 6\) \(its loss was finite\)"):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (1, 1)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_save_always_looks_at_the_unchecked_steps_first(tiny_tree, tmp_path):
+    """On a GPU the steps are looked at every 25 (no host sync per step): a checkpoint due
+    after a divergence but before that look must look first, and not be written."""
+    trainer = _tiny_trainer(tiny_tree, tmp_path / "run", checkpoint_every=3)
+    trainer.check_every = 25  # as on a GPU
+    trainer.forward = _CorruptAtStep(trainer.model, 2)
+    with pytest.raises(TrainingDiverged, match=r"global step 2\).*no checkpoint was written"):
+        trainer.fit()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_eval_refuses_non_finite_weights_unless_allowed(tiny_tree, tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "run"
+    assert _train(tiny_tree, out, "--epochs", "1", "--set", "run.max_steps=1") == 0
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(out / "model.safetensors")
+    tensors["fc.weight"][0, 0] = float("nan")
+    del meta["senet_sha256"]  # written by a tool that records no digest
+    nan = tmp_path / "nan.safetensors"
+    save_file(tensors, str(nan), metadata=meta)
+    capsys.readouterr()
+    args = ["eval", "--weights", str(nan), "--dataset", "imagefolder", "--data", str(tiny_tree)]
+    assert main(args) == 2
+    assert f"{nan} holds NaN or inf values in 1 tensor(s) (fc.weight); pass --allow-nonfinite" in capsys.readouterr().err
+    assert main([*args, "--allow-nonfinite"]) == 0
+
+
+def test_explicit_data_without_the_dataset_is_an_error_and_leaves_no_run(tmp_path, monkeypatch, capsys):
+    from tests.conftest import make_tree
+
+    monkeypatch.chdir(tmp_path)
+    make_tree(tmp_path / "data" / "cifar10-jpeg", classes=10, train=2, test=1)  # what the search path would find
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--data {tmp_path / 'empty'} does not hold cifar10: expected it to be, or to contain, one of" in err
+    assert not out.exists()

@@ -174,7 +174,7 @@ def plot_results(plan: StudyPlan, results: Sequence[CellResult], path: str | Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from senet.train.checkpoint import atomic_write_bytes
+    from senet.utils.atomic import atomic_write
 
     done = [r for r in results if r.top1_mean is not None]
     papers = [paper_ablation(plan.study, r.cell.id) for r in results]
@@ -222,14 +222,14 @@ def plot_results(plan: StudyPlan, results: Sequence[CellResult], path: str | Pat
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(Path(path), lambda f: f.write(buf.getvalue()))
+    atomic_write(Path(path), lambda f: f.write(buf.getvalue()))
 
 
 # ------------------------------------------------------------------ all of it
 def write_report(plan: StudyPlan, outcomes: Sequence[RunOutcome], out: str | Path) -> str:
     """Write ``results.csv``, ``results.json``, ``table.md`` and ``plot.png`` into ``out``;
     returns the Markdown table."""
-    from senet.train.rundir import write_text
+    from senet.utils.atomic import write_text
 
     out = Path(out)
     results = collect(plan, outcomes)

@@ -3,7 +3,10 @@ seed through the ordinary trainer, in its own run folder ``<out>/<cell>/seed<k>`
 
 Finished runs (``summary.json`` present) are reused, interrupted ones resumed from their
 checkpoint, and a folder whose ``config.yaml`` differs from what the grid now asks for is an
-error naming the differences: results are never silently overwritten.
+error naming the differences: results are never silently overwritten. Each run folder is
+owned (locked) by the process training it, so a second ``senet ablate`` of the same study is
+refused at the cell the first is training; a cell that fails before its first checkpoint
+leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -52,9 +55,9 @@ def run_state(path: Path, cfg: Any) -> str:
     ``path`` of configuration ``cfg``. A folder holding another configuration, or files but
     no run, raises :class:`SenetError` naming it."""
     from senet.train import RunDir
-    from senet.train.rundir import CONFIG, SUMMARY
+    from senet.train.rundir import CONFIG, SUMMARY, holds_files
 
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+    if not path.exists() or not holds_files(path):
         return "new"
     if not (path / CONFIG).is_file():
         raise SenetError(f"{path} holds files but no {CONFIG}; it is not a run of this study "
@@ -91,9 +94,13 @@ def check_out(out: Path, plan: StudyPlan) -> None:
 
 
 def write_study(out: Path, plan: StudyPlan) -> None:
-    from senet.train.rundir import write_text
+    from senet.errors import fs_error
+    from senet.utils.atomic import write_text
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fs_error(e, out, "create the study folder") from None
     write_text(out / STUDY_JSON, json.dumps(plan.to_dict(), indent=2) + "\n")
 
 
@@ -127,19 +134,20 @@ def run_study(
             log(f"{head}: finished earlier: {_pct(summary)}")
             outcomes.append(RunOutcome(r, "reused", summary))
             continue
-        run = RunDir.open(path) if state == "interrupted" else RunDir.create(path, r.config)
-        log(f"{head}: {'resuming' if state == 'interrupted' else 'training'} -> {path}")
-        t0 = time.perf_counter()
-        try:
-            summary = Trainer(r.config, run, resume=state == "interrupted", progress=progress, log=log).fit()
-        except TrainingDiverged as e:
-            run.log_event(f"stopped: {e}")
-            log(f"{head}: diverged: {e}")
-            outcomes.append(RunOutcome(r, "diverged", None, str(e)))
-            continue
-        except KeyboardInterrupt:
-            run.log_event("interrupted")
-            raise
+        # owned while it trains; a failure before its first checkpoint removes a folder made here
+        with RunDir.open(path).acquire() if state == "interrupted" else RunDir.create(path, r.config) as run:
+            log(f"{head}: {'resuming' if state == 'interrupted' else 'training'} -> {path}")
+            t0 = time.perf_counter()
+            try:
+                summary = Trainer(r.config, run, resume=state == "interrupted", progress=progress, log=log).fit()
+            except TrainingDiverged as e:
+                run.log_event(f"stopped: {e}")
+                log(f"{head}: diverged: {e}")
+                outcomes.append(RunOutcome(r, "diverged", None, str(e)))
+                continue
+            except KeyboardInterrupt:
+                run.log_event("interrupted")
+                raise
         log(f"{head}: {_pct(summary)}  ({time.perf_counter() - t0:.0f} s)")
         outcomes.append(RunOutcome(r, "resumed" if state == "interrupted" else "trained", summary))
     return outcomes

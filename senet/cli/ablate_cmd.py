@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from senet.cli.options import positive_int
 from senet.cli.train_cmd import shortcuts
 
 HELP = "run one of the paper's ablation studies (Tables 10-16) with a recipe, several seeds per cell, resumable"
@@ -14,8 +15,8 @@ STUDY_NAMES = "reduction, squeeze, gate, stages, placement, nosqueeze"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", required=True, metavar="NAME", help=f"the study: {STUDY_NAMES}")
     p.add_argument("--recipe", metavar="NAME|FILE", help="recipe of every cell (default: default); its model needs SE")
-    p.add_argument("--epochs", type=int, help="shorten/lengthen the recipe keeping its schedule's shape")
-    p.add_argument("--seeds", type=int, default=1, metavar="K",
+    p.add_argument("--epochs", type=positive_int, help="shorten/lengthen the recipe keeping its schedule's shape")
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="K",
                    help="runs per cell, seeds run.seed .. run.seed+K-1 (default 1)")
     p.add_argument("--data", metavar="PATH", help="dataset folder or archive (default: searched, see README)")
     p.add_argument("--out", metavar="DIR",

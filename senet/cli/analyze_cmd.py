@@ -13,6 +13,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from senet.cli.model_source import add_source_arguments
+from senet.cli.options import nonnegative_int, positive_int
 
 if TYPE_CHECKING:
     from senet.analysis.excitation import SEBlock
@@ -23,15 +24,16 @@ HELP = "record the SE excitations of a run or weight file on chosen classes: CSV
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_arguments(p, data_default="the run's, else searched")
     p.add_argument("--classes", help="comma-separated class names or indices (default: all if <= 10, else the first 4)")
-    p.add_argument("--per-class", type=int, default=50, help="images per class (default 50)")
-    p.add_argument("--channels", type=int, default=50, help="channels sampled per block in the figures (default 50)")
+    p.add_argument("--per-class", type=positive_int, default=50, help="images per class (default 50)")
+    p.add_argument("--channels", type=positive_int, default=50,
+                   help="channels sampled per block in the figures (default 50)")
     p.add_argument("--blocks", help="SE blocks of the figures, e.g. SE_4_1,SE_4_2 (default: the last of each stage)")
     p.add_argument("--figure7-class", metavar="CLASS", help="class of figure 7 (default: the first chosen class)")
     p.add_argument("--first", action="store_true", help="take the first images of each class, not a seeded sample")
-    p.add_argument("--seed", type=int, default=0, help="seed of the image and channel samples (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the image and channel samples (default 0)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/analysis or analysis/<model>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one when stderr is a tty)")
 
 
@@ -71,10 +73,6 @@ def run(args: argparse.Namespace) -> int:
     from senet.data import GpuAugment, load_split
     from senet.train.trainer import resolve_device
 
-    if args.per_class < 1:
-        raise ValueError(f"--per-class must be >= 1, got {args.per_class}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     source = load_source(args)
     name, model, meta = source.name, source.model, source.meta
     dataset, data = source.dataset, source.data

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from senet.cli.options import positive_int
+
 HELP = "params and GFLOPs of a model, or (--paper) every paper row beside the measured figures"
 
 
@@ -12,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="a registered model name")
     p.add_argument("--paper", action="store_true",
                    help="compare every paper row; exit 1 if one is >1%% off without a documented reason")
-    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
+    p.add_argument("--input-size", type=positive_int, default=None, help="square input side (default: the model's)")
     p.add_argument("--set", dest="kwargs", action="append", default=[], metavar="KEY=VALUE",
                    help="model keyword, value parsed as JSON when it can be (e.g. reduction=8)")
 
@@ -39,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from senet.complexity import complexity
+    from senet.errors import SenetError
     from senet.models import create_model, model_info
     from senet.paper import TOLERANCE, compare
 
@@ -66,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     size = info.input_size if args.input_size is None else (3, args.input_size, args.input_size)
     with torch.device("meta"):
         model = create_model(args.model, **_parse_kwargs(args.kwargs))
-    c = complexity(model, size)
+    try:
+        c = complexity(model, size)
+    except RuntimeError as e:  # the network's layers reject the input, e.g. a kernel larger than the map
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SenetError(f"{args.model} cannot run at {size[1]}x{size[2]}: {first}; try a larger --input-size") from None
     print(f"{args.model}: {c.params:,} params ({c.mparams:.2f} M), {c.flops:,} FLOPs ({c.gflops:.3f} G) "
           f"at {size[1]}x{size[2]}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from senet.cli.options import finite_float, positive_float
+
 HELP = "convert a timm or Cadene (pretrainedmodels) checkpoint to senet-native .safetensors"
 
 
@@ -15,19 +17,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="kwargs", action="append", default=[], metavar="KEY=VALUE",
                    help="model keyword overriding the checkpoint's layout, value parsed as JSON when it can be")
     p.add_argument("--classes", default=None, metavar="FILE", help="text file with one class name per line")
-    p.add_argument("--mean", type=float, nargs="+", default=None, help="input normalisation mean to record")
-    p.add_argument("--std", type=float, nargs="+", default=None, help="input normalisation std to record")
+    p.add_argument("--mean", type=finite_float, nargs="+", default=None, help="input normalisation mean to record")
+    p.add_argument("--std", type=positive_float, nargs="+", default=None, help="input normalisation std to record")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from senet.cli.complexity_cmd import _parse_kwargs
+    from senet.errors import fs_error
     from senet.models import convert_weights
 
     classes = None
     if args.classes:
-        classes = [line.strip() for line in Path(args.classes).read_text().splitlines() if line.strip()]
+        try:
+            text = Path(args.classes).read_text()
+        except OSError as e:
+            raise fs_error(e, args.classes, "read --classes") from None
+        classes = [line.strip() for line in text.splitlines() if line.strip()]
     model = convert_weights(args.src, args.dst, model=args.model, classes=classes, mean=args.mean, std=args.std,
                             **_parse_kwargs(args.kwargs))
     spec = model.senet_spec

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from senet.cli.model_source import add_source_arguments
+from senet.cli.options import positive_int
 
 HELP = "evaluate a trained run (--run DIR) or a weight file (--weights FILE [--model NAME]) on a test split"
 
@@ -12,7 +13,7 @@ HELP = "evaluate a trained run (--run DIR) or a weight file (--weights FILE [--m
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_arguments(p)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=500)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,6 +2,11 @@
 
 A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``; it imports the library inside ``run`` so that ``senet --help`` stays fast.
+
+Every failure is one line on stderr: a user's error (:class:`~senet.errors.SenetError`, a bad
+value, an operating-system error naming its path and cause) exits with 2; anything else is
+a bug, reported in one line with its type and exit code 1. ``SENET_DEBUG=1`` shows the full
+traceback instead.
 """
 
 from __future__ import annotations
@@ -25,23 +30,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from senet.errors import SenetError
+    from senet.errors import SenetError, fs_error
 
+    debug = bool(os.environ.get("SENET_DEBUG"))
     try:
         return int(args._run(args) or 0)
-    except (SenetError, ValueError, FileNotFoundError) as e:
-        if os.environ.get("SENET_DEBUG"):
-            raise
-        print(f"senet {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print(f"senet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (SenetError, ValueError) as e:
+        if debug:
+            raise
+        print(f"senet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # one the library did not name itself: it still names its file
+        if debug:
+            raise
+        print(f"senet {args.command}: error: {fs_error(e, doing='use')}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if debug:
+            raise
+        detail = _one_line(str(e))
+        print(f"senet {args.command}: unexpected error: {type(e).__name__}{': ' + detail if detail else ''} "
+              "(this is a bug in senet; set SENET_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

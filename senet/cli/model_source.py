@@ -17,6 +17,8 @@ def add_source_arguments(p: argparse.ArgumentParser, *, data_default: str = "sea
     p.add_argument("--dataset", help="cifar10, cifar100 or an ImageFolder path (default: the run's / cifar10)")
     p.add_argument("--data", metavar="PATH", help=f"where the dataset is (default: {data_default})")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="use weights holding NaN or inf values (refused by default)")
 
 
 @dataclass
@@ -36,6 +38,7 @@ def load_source(args: argparse.Namespace) -> ModelSource:
     from senet.models import create_model
     from senet.train import RunDir
     from senet.train.rundir import WEIGHTS
+    from senet.utils.finite import nonfinite_names
 
     dataset, data = args.dataset, args.data
     if args.run:
@@ -54,4 +57,8 @@ def load_source(args: argparse.Namespace) -> ModelSource:
             raise SenetError(f"--weights {weights}: no such file")
         dataset = dataset or "cifar10"
     model = create_model(args.model, pretrained=weights)
+    bad = nonfinite_names(model.state_dict())
+    if bad and not args.allow_nonfinite:
+        raise SenetError(f"{weights} holds NaN or inf values in {len(bad)} tensor(s) ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}); pass --allow-nonfinite to use them anyway")
     return ModelSource(model.senet_spec.name, model, model.senet_weights, weights, dataset, data)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
+
+from senet.cli.options import nonnegative_int, positive_int
 
 HELP = "train a model with a recipe (default: a short SE-ResNet run on CIFAR-10) and report its test error"
 
@@ -13,10 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", metavar="NAME|FILE", help="built-in recipe name (see `senet recipes`) or a .yaml file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=0.05 --set model.kwargs.reduction=8")
-    p.add_argument("--epochs", type=int, help="shorten/lengthen the recipe keeping its schedule's shape")
+    p.add_argument("--epochs", type=positive_int, help="shorten/lengthen the recipe keeping its schedule's shape")
     p.add_argument("--data", metavar="PATH", help="dataset folder or archive (default: searched, see README)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<recipe>-<time>)")
-    p.add_argument("--seed", type=int, help="random seed (run.seed)")
+    p.add_argument("--seed", type=nonnegative_int, help="random seed (run.seed)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="run.device")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--skip-corrupt", action="store_true", help="leave out unreadable images (listed in the run dir)")
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, env) -> int:
     from senet.errors import SenetError
-    from senet.train import RunDir, Trainer, distributed, resolve
+    from senet.train import RunDir, distributed, resolve
     from senet.train.config import config_from_dict, merge
     from senet.train.rundir import CONFIG
     from senet.train.trainer import resolve_device
@@ -105,22 +108,35 @@ def _run(args: argparse.Namespace, env) -> int:
         run_dir = RunDir.create(out, cfg) if env.is_main else RunDir(out)
         distributed.barrier()
         say(f"run directory: {run_dir.path}")
-    trainer = Trainer(cfg, run_dir, resume=bool(resume), progress=False if args.no_progress else None)
+    with run_dir:  # a failure before the first checkpoint removes the folder this command created
+        if resume and env.is_main:  # the group's rank 0 owns the folder for all of it
+            run_dir.acquire()
+        try:
+            summary = _train(cfg, run_dir, resume=bool(resume), args=args, env=env, say=say)
+        except KeyboardInterrupt:
+            if env.is_main:
+                with contextlib.suppress(SenetError):
+                    run_dir.log_event("interrupted")
+            say(f"interrupted; continue with: senet train --resume {run_dir.path}")
+            raise
+        except Exception as e:
+            if env.is_main:
+                with contextlib.suppress(SenetError):
+                    run_dir.log_event(f"stopped: {e}")
+                if run_dir.fresh and not run_dir.has_checkpoint():
+                    say(f"removed {run_dir.path}: the run stopped before its first checkpoint")
+            raise
+    say(f"test error: top-1 {100 * summary['test_top1_err']:.2f}%  top-5 {100 * summary['test_top5_err']:.2f}%  "
+        f"({summary['seconds']:.0f} s, {summary['images_per_s']:.0f} img/s)  -> {run_dir.path}")
+    return 0
+
+
+def _train(cfg, run_dir, *, resume: bool, args: argparse.Namespace, env, say) -> dict:
+    from senet.train import Trainer
+
+    trainer = Trainer(cfg, run_dir, resume=resume, progress=False if args.no_progress else None)
     src = trainer.source
     group = f", {env.world_size} processes" if env.distributed else ""
     say(f"{cfg.model.name} on {cfg.data.dataset} ({src.source}): {src.n_train} train / {src.n_test} test images, "
         f"{cfg.schedule.epochs} epochs of {trainer.steps_per_epoch} steps, {trainer.device} {trainer.precision}{group}")
-    try:
-        summary = trainer.fit()
-    except KeyboardInterrupt:
-        if env.is_main:
-            run_dir.log_event("interrupted")
-        say(f"interrupted; continue with: senet train --resume {run_dir.path}")
-        raise
-    except SenetError as e:
-        if env.is_main:
-            run_dir.log_event(f"stopped: {e}")
-        raise
-    say(f"test error: top-1 {100 * summary['test_top1_err']:.2f}%  top-5 {100 * summary['test_top5_err']:.2f}%  "
-        f"({summary['seconds']:.0f} s, {summary['images_per_s']:.0f} img/s)  -> {run_dir.path}")
-    return 0
+    return trainer.fit()

@@ -34,7 +34,7 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from senet.errors import DataError
+from senet.errors import DataError, fs_error
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +242,13 @@ def extract_archive(archive: Path, dest: Path) -> Path:
     """
     if dest.is_dir():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(dest)
-    tmp = dest.parent / f".{dest.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(dest)
+        tmp = dest.parent / f".{dest.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise fs_error(exc, dest.parent, "create the extraction folder") from None
     root = os.path.realpath(tmp)
     log.info("extracting %s into %s", archive, dest)
     try:
@@ -267,7 +270,9 @@ def extract_archive(archive: Path, dest: Path) -> Path:
             if not dest.is_dir():  # not a concurrent extraction that finished first
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # disk full, read-only cache, ...: named, nothing left behind
+            raise fs_error(exc, dest, f"extract {archive.name} into") from None
         raise
     return dest

@@ -4,8 +4,10 @@ A decoded split is stored as one safetensors file (``images`` uint8 ``[N, 3, H, 
 ``labels`` int64 ``[N]``; class names and skipped files in its JSON metadata), so loading it
 never executes code and takes a fraction of a second. Its name carries a fingerprint of the
 source (real path, size and mtime of the archive, or of every file of the tree's split
-folder), so a changed source is decoded again. Files are written to a temporary name,
-fsynced and renamed; an unreadable or inconsistent cache file is ignored and rewritten.
+folder), so a changed source is decoded again. Files are written atomically
+(:mod:`senet.utils.atomic`) with a SHA-256 of their tensors in the metadata; an unreadable,
+inconsistent or damaged cache file is ignored (with a warning) and rewritten. A cache folder
+that cannot be written (disk full, read-only) is an error naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from senet.errors import FileSystemError, fs_error
+from senet.utils.atomic import atomic_path
+from senet.utils.integrity import DIGEST_KEY, tensors_digest
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +74,28 @@ def tensor_cache_path(root: Path, name: str, split: str, key: str) -> Path:
     return root / "tensors" / f"{name}-{split}-{key}.safetensors"
 
 
+_HINT = "; set SENET_CACHE to a folder with room that you can write"
+
+
 def save(path: Path, entry: CacheEntry) -> None:
-    """Write ``entry`` to ``path`` atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write ``entry`` to ``path`` atomically; a cache that cannot be written is a
+    :class:`FileSystemError` naming it."""
+    tensors = {"images": entry.images.contiguous(), "labels": entry.labels.contiguous()}
     metadata = {
         "format": FORMAT_VERSION,
         "classes": json.dumps(entry.classes),
         "skipped": json.dumps(entry.skipped),
+        DIGEST_KEY: tensors_digest(tensors),
     }
     try:
-        save_file(
-            {"images": entry.images.contiguous(), "labels": entry.labels.contiguous()}, str(tmp), metadata=metadata
-        )
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FileSystemError(f"{fs_error(e, path.parent, 'create the data cache folder')}{_HINT}") from None
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    except FileSystemError as e:
+        raise FileSystemError(f"{e} (the decoded-data cache){_HINT}") from None
     log.info("cached %d decoded images in %s", len(entry.labels), path)
 
 
@@ -105,6 +115,11 @@ def load(path: Path) -> CacheEntry | None:
         skipped = json.loads(meta["skipped"])
     except (SafetensorError, OSError, KeyError, ValueError) as exc:
         log.warning("ignoring unreadable data cache %s (%s); decoding again", path, exc)
+        return None
+    if DIGEST_KEY not in meta:  # written before caches recorded a digest
+        return None
+    if meta[DIGEST_KEY] != tensors_digest({"images": images, "labels": labels}):
+        log.warning("ignoring damaged data cache %s (its tensors do not match their SHA-256); decoding again", path)
         return None
     if (
         images.dtype != torch.uint8

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import http.client
 import io
 import logging
-import os
 import pickle
 import tarfile
 import urllib.error
@@ -21,11 +21,13 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from senet.errors import DataError
+from senet.errors import DataError, fs_error
+from senet.utils.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -224,33 +226,37 @@ def load_cifar(path: Path, spec: CifarSpec, split: str) -> tuple[np.ndarray, np.
 
 
 def download(spec: CifarSpec, dest_dir: Path, timeout: float = 30.0) -> Path:
-    """Download the official archive into ``dest_dir`` (temp file, md5 check, rename).
+    """Download the official archive into ``dest_dir`` (atomically, md5 checked before the
+    final rename).
 
-    Raises :class:`DataError` when offline or when the download does not match the md5.
+    Raises :class:`DataError` when offline or when the download does not match the md5, and
+    :class:`~senet.errors.FileSystemError` when ``dest_dir`` cannot be written.
     """
-    dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / spec.archive
-    tmp = dest_dir / f".{spec.archive}.part-{os.getpid()}"
     log.info("downloading %s to %s", spec.url, dest)
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with urllib.request.urlopen(spec.url, timeout=timeout) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, desc=f"downloading {spec.archive}", unit="B", unit_scale=True, disable=None) as bar:
-                while block := response.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-                    bar.update(len(block))
-            out.flush()
-            os.fsync(out.fileno())
+
+    def fetch(out: BinaryIO) -> None:
+        digest = hashlib.md5(usedforsecurity=False)
+        try:
+            with urllib.request.urlopen(spec.url, timeout=timeout) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, desc=f"downloading {spec.archive}", unit="B", unit_scale=True,
+                          disable=None) as bar:
+                    while block := response.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)  # a failed write is the disk's fault, not the network's
+                        bar.update(len(block))
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DataError(f"download of {spec.url} failed ({reason})") from exc
         if digest.hexdigest() != spec.archive_md5:
             raise DataError(
                 f"downloaded {spec.url} has md5 {digest.hexdigest()}, not the official {spec.archive_md5}; discarded"
             )
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DataError(f"download of {spec.url} failed ({reason})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fs_error(e, dest_dir, "create the download folder") from None
+    atomic_write(dest, fetch)
     return dest

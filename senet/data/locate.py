@@ -1,8 +1,11 @@
 """Where a dataset is looked for, and what kind of source a path is.
 
-Order for a named dataset (``cifar10``, ``cifar100``): the explicit ``data`` argument
-(``--data``), ``$SENET_DATA``, ``./data``, ``../shared/data`` (both relative to the current
-folder), ``~/.cache/senet`` (and the cache folder if it is elsewhere), then a download of the
+For a named dataset (``cifar10``, ``cifar100``): an explicit ``data`` argument (``--data``)
+is the only place looked at, and so is ``$SENET_DATA`` when it is set and ``data`` is not:
+if it does not hold the dataset, that is an error naming it and what was expected there,
+never a silent fall-back to another copy. Only when neither is given is the search path
+tried, in order: ``./data``, ``../shared/data`` (both relative to the current folder),
+``~/.cache/senet`` (and the cache folder if it is elsewhere), then a download of the
 official archive. Each place may be the dataset itself (an archive or a folder) or a folder
 that holds one of the dataset's known names (:data:`KNOWN_NAMES`). When nothing is found the
 :class:`DataError` lists every place tried and what was there.
@@ -106,6 +109,36 @@ def _check_kind(source: Source, dataset: str, where: str) -> Source:
     return source
 
 
+def _known_names(name: str) -> str:
+    return ", ".join(known + ("/" if kind in (CIFAR_FOLDER, TREE) else "") for known, kind in KNOWN_NAMES[name])
+
+
+def _look_in(place: Path, name: str, label: str) -> Source | None:
+    """The dataset ``name`` at ``place`` (one of its known names inside, or ``place`` itself)."""
+    if place.is_dir():  # the dataset's own names first: a folder may hold several datasets
+        for known, kind in KNOWN_NAMES[name]:
+            candidate = place / known
+            if candidate.exists():
+                cifar = name if kind in (CIFAR_ARCHIVE, CIFAR_FOLDER) else None
+                return Source(kind, candidate, cifar)
+    source = detect(place)
+    return _check_kind(source, name, label) if source is not None else None
+
+
+def _explicit(dataset: str, name: str, place: Path, label: str) -> Source:
+    """``--data`` / ``$SENET_DATA``: the dataset is there, or it is an error saying what was expected."""
+    if not place.exists():
+        raise DataError(f"{label} {place} does not exist")
+    source = _look_in(place, name, label)
+    if source is None:
+        raise DataError(
+            f"{label} {place} does not hold {dataset}: expected it to be, or to contain, one of "
+            f"{_known_names(name)} (a CIFAR python archive or folder, or an ImageFolder tree "
+            f"train/<class>/<image> + test/<class>/<image>, or a .tar / .tar.gz of one)"
+        )
+    return source
+
+
 def locate(dataset: str, data: str | os.PathLike[str] | None, cache_root: Path, download: bool = True) -> Source:
     """Find ``dataset`` (a known name, ``imagefolder`` with ``data``, or a path)."""
     name = dataset.lower().replace("-", "")
@@ -129,25 +162,21 @@ def locate(dataset: str, data: str | os.PathLike[str] | None, cache_root: Path, 
             raise DataError(f"{path} is not a dataset")  # pragma: no cover - find_tree_root raised
         return source
 
+    places = search_places(data, cache_root)
+    for flag, (_, place) in zip(("--data", "$SENET_DATA"), places[:2]):
+        if place is not None:  # given by the user: the only place looked at
+            return _explicit(dataset, name, place, flag)
     tried = []
-    for label, place in search_places(data, cache_root):
+    for label, place in places:
         if place is None:
             tried.append(f"{label}: not set")
             continue
         if not place.exists():
-            if label.startswith("data argument"):
-                raise DataError(f"--data {place} does not exist")
             tried.append(f"{label}: {place} (does not exist)")
             continue
-        if place.is_dir():  # the dataset's own names first: a folder may hold several datasets
-            for known, kind in KNOWN_NAMES[name]:
-                candidate = place / known
-                if candidate.exists():
-                    cifar = name if kind in (CIFAR_ARCHIVE, CIFAR_FOLDER) else None
-                    return Source(kind, candidate, cifar)
-        source = detect(place)
+        source = _look_in(place, name, label)
         if source is not None:
-            return _check_kind(source, name, label)
+            return source
         tried.append(f"{label}: {place} (none of the names below)")
 
     spec = cifar_python.SPECS.get(name)
@@ -158,7 +187,7 @@ def locate(dataset: str, data: str | os.PathLike[str] | None, cache_root: Path, 
             tried.append(f"download: {exc}")
     elif spec is not None:
         tried.append("download: not allowed (download=False)")
-    names = ", ".join(known + ("/" if kind in (CIFAR_FOLDER, TREE) else "") for known, kind in KNOWN_NAMES[name])
+    names = _known_names(name)
     url = f" The official archive is {spec.url}." if spec else ""
     raise DataError(
         f"{dataset} not found. Places tried, in order:\n  "

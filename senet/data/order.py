@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
+
+from senet.utils.seeding import derive_seed
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 63-bit seed for ``(seed, epoch)`` (numpy's SeedSequence hashing)."""
-    state = np.random.SeedSequence([seed % 2**64, epoch % 2**64, 0x5E7]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
+    return derive_seed(seed, epoch, 0x5E7)
 
 
 class EpochOrder:

@@ -38,6 +38,7 @@ from senet.data.decode import decode_image
 from senet.data.imagefolder import DiskTree, check_class_agreement, find_tree_root, list_images, split_dir
 from senet.data.order import EpochOrder
 from senet.errors import DataError
+from senet.utils.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,7 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
     """The 63-bit seed of the augmentation of the image at ``position`` (``0..n-1``) of the
     epoch's permutation: numpy's SeedSequence hash of the three numbers (stable across numpy
     versions, so a resumed run sees the same augmentations)."""
-    words = [seed % 2**64, epoch % 2**64, position % 2**64, 0xA06]
-    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
+    return derive_seed(seed, epoch, position, 0xA06)
 
 
 # ---------------------------------------------------------------------------------------------

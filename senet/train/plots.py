@@ -6,7 +6,7 @@ import io
 import math
 from pathlib import Path
 
-from senet.train.checkpoint import atomic_write_bytes
+from senet.utils.atomic import atomic_write
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> None:
@@ -43,4 +43,4 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: f.write(buf.getvalue()))

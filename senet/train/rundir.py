@@ -2,12 +2,19 @@
 
 ``config.yaml`` (resolved configuration), ``version.json`` (code version and environment),
 ``metrics.csv`` (one row per epoch), ``summary.json``, ``curves.png``, ``model.safetensors``,
-``checkpoint.pt`` (resume state) and ``skipped.txt`` (images left out by ``--skip-corrupt``).
-Every file is written atomically, so an interrupted run never leaves a half-written one.
+``checkpoint.pt`` (resume state) and ``checkpoint.prev.pt`` (the one before it),
+``events.log`` and ``skipped.txt`` (images left out by ``--skip-corrupt``). Every file is
+written atomically, so an interrupted run never leaves a half-written one.
+
+One process owns a run directory at a time (:class:`~senet.utils.lock.FolderLock`, taken by
+:meth:`RunDir.create` and :meth:`RunDir.acquire`); only the owner removes the temporary
+files a killed process left. A run that fails before its first checkpoint removes the
+directory it created (used as a context manager), so the corrected command just works.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -15,14 +22,16 @@ import platform
 import subprocess
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import torch
 import yaml
 
-from senet.errors import ConfigError, SenetError
-from senet.train.checkpoint import atomic_write_bytes
+from senet.errors import ConfigError, SenetError, fs_error
 from senet.train.config import Config, config_from_dict
+from senet.utils.atomic import TMP_SUFFIX, write_text
+from senet.utils.lock import LOCK_NAME, FolderLock
 
 METRICS = (
     "epoch", "train_loss", "train_top1_err", "test_loss", "test_top1_err", "test_top5_err",
@@ -30,10 +39,14 @@ METRICS = (
 )
 CONFIG, VERSION, METRICS_CSV, SUMMARY = "config.yaml", "version.json", "metrics.csv", "summary.json"
 CURVES, WEIGHTS, CHECKPOINT, SKIPPED = "curves.png", "model.safetensors", "checkpoint.pt", "skipped.txt"
+PREVIOUS, EVENTS = "checkpoint.prev.pt", "events.log"
+#: what a run holds before its first checkpoint; a failed start removes them again
+STARTUP_FILES = (CONFIG, VERSION, EVENTS, SKIPPED)
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+def holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but a lock file (a killed process's lock is no run)."""
+    return folder.is_dir() and any(p.name != LOCK_NAME for p in folder.iterdir())
 
 
 def code_version() -> dict[str, Any]:
@@ -59,43 +72,112 @@ def code_version() -> dict[str, Any]:
 
 
 class RunDir:
-    """A training run's folder."""
+    """A training run's folder; ``with run:`` releases it at the end and, if this process
+    created it and the run fails (other than by Ctrl-C) before a checkpoint, removes it."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = FolderLock(self.path)
+        self._fresh = False  # created by this process: removed again if the start fails
+        self._made_folder = False
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     @classmethod
     def create(cls, path: str | Path, cfg: Config) -> RunDir:
-        """A new run: refuses a folder that already holds a run (use ``--resume`` for that)."""
+        """A new run, owned by this process: refuses a folder that already holds a run (use
+        ``--resume`` for that); an OS error is a one-line error naming the folder."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise SenetError(f"--out {run.path} exists and is not a folder")
-        if run.path.is_dir() and any(run.path.iterdir()):
+        if holds_files(run.path):
             raise SenetError(
                 f"{run.path} already holds files; continue it with --resume {run.path} or choose another --out"
             )
-        run.path.mkdir(parents=True, exist_ok=True)
-        write_text(run.file(CONFIG), cfg.to_yaml())
-        write_text(run.file(VERSION), json.dumps(code_version(), indent=2) + "\n")
+        run._made_folder = not run.path.exists()
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise fs_error(e, run.path, "create the run directory") from None
+        try:
+            run.acquire()
+        except BaseException:
+            if run._made_folder:  # only if still empty: another owner's folder holds its lock file
+                with contextlib.suppress(OSError):
+                    run.path.rmdir()
+            raise
+        if holds_files(run.path):  # another process started a run here between our look and our lock
+            run.release()
+            raise SenetError(f"{run.path} already holds files; continue it with --resume {run.path} or choose "
+                             "another --out")
+        run._fresh = True
+        try:
+            write_text(run.file(CONFIG), cfg.to_yaml())
+            write_text(run.file(VERSION), json.dumps(code_version(), indent=2) + "\n")
+        except BaseException:
+            run.discard()
+            raise
         return run
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
+        """An existing run, to read (another process may own it); :meth:`acquire` it to write."""
         run = cls(path)
         if not run.file(CONFIG).is_file():
             raise SenetError(f"{run.path} is not a senet run directory (no {CONFIG})")
-        for stale in run.path.glob(".*.tmp"):  # left by a process killed while writing
-            stale.unlink(missing_ok=True)
         return run
+
+    def acquire(self) -> RunDir:
+        """Own the run (a :class:`~senet.utils.lock.FolderBusy` error names the process that
+        does) and remove the temporary files a killed owner left."""
+        self._lock.acquire("run directory")
+        for stale in self.path.glob(f".*{TMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        return self
+
+    def release(self) -> None:
+        self._lock.release()
+
+    @property
+    def fresh(self) -> bool:
+        """Created by this process and removed again if its run fails before a checkpoint."""
+        return self._fresh
+
+    def has_checkpoint(self) -> bool:
+        return self.file(CHECKPOINT).exists() or self.file(PREVIOUS).exists()
+
+    def discard(self) -> None:
+        """Remove what this run wrote before its first checkpoint (and the folder, if it
+        made it); anything else in the folder is left alone."""
+        for name in STARTUP_FILES:
+            with contextlib.suppress(OSError):
+                self.file(name).unlink(missing_ok=True)
+        for stale in self.path.glob(f".*{TMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        self._lock.release(remove=True)
+        if self._made_folder:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+        self._fresh = False
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None and self._fresh and not isinstance(exc, KeyboardInterrupt) and not self.has_checkpoint():
+            self.discard()
+        self.release()
 
     def config(self) -> Config:
         try:
             values = yaml.safe_load(self.file(CONFIG).read_text())
         except yaml.YAMLError as e:
             raise ConfigError(f"{self.file(CONFIG)} is not valid YAML: {e}") from None
+        except OSError as e:
+            raise fs_error(e, self.file(CONFIG), "read") from None
         return config_from_dict(values)
 
     def write_metrics(self, history: list[dict[str, float]]) -> None:
@@ -121,5 +203,8 @@ class RunDir:
 
     def log_event(self, text: str) -> None:
         """Append one line to ``events.log`` (start, resume, stop, error)."""
-        with open(self.file("events.log"), "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        try:
+            with open(self.file(EVENTS), "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        except OSError as e:
+            raise fs_error(e, self.file(EVENTS), "append to") from None

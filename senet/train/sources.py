@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
 from senet.data import EpochOrder, GpuAugment
@@ -24,14 +23,14 @@ from senet.errors import DataError
 from senet.train.config import Config
 from senet.train.data import load_splits
 from senet.train.distributed import DistEnv, barrier
+from senet.utils.seeding import derive_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def step_seed(seed: int, epoch: int, step: int) -> int:
     """Seed of the augmentation generator of one step (a hash of the three numbers)."""
-    state = np.random.SeedSequence([seed % 2**64, epoch, step, 0xA06]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
+    return derive_seed(seed, epoch, step, 0xA06)
 
 
 def _stats(cfg: Config, default: tuple[tuple[float, ...], tuple[float, ...]]) -> tuple[tuple[float, ...], ...]:

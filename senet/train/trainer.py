@@ -8,6 +8,11 @@ of ``(seed, epoch, step)``: the data order (:class:`senet.data.EpochOrder`), the
 torch RNG, saved in the checkpoint). So a single-process run resumed from any checkpoint on
 the CPU ends with the same weights, bit for bit, as one that was never interrupted.
 
+Nothing non-finite is kept: the loss of every step and the weights after it (parameters and
+BN statistics) are checked, on the device and without waiting for it on a GPU (a flag per
+step, looked at every few steps), and always before anything is written: a checkpoint, the
+metrics or the weight file never holds a state from after the run diverged.
+
 Distributed: ``data.batch_size`` is the global batch; each of the ``W`` processes takes a
 contiguous ``1/W`` of it and splits that into ``run.accum_steps`` micro-batches; gradients
 are accumulated locally (``no_sync``) and averaged over the group once per optimizer step,
@@ -20,13 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,16 +38,22 @@ from senet.complexity import complexity
 from senet.errors import SenetError
 from senet.models import create_model
 from senet.train import distributed as dist
-from senet.train.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from senet.train.checkpoint import load_latest, rng_states, save_checkpoint, set_rng_states
 from senet.train.config import EXECUTION_ONLY, Config
 from senet.train.evaluate import autocast_for, errors_from_sums, eval_sums
-from senet.train.rundir import CHECKPOINT, WEIGHTS, RunDir
+from senet.train.rundir import CHECKPOINT, METRICS_CSV, PREVIOUS, WEIGHTS, RunDir
 from senet.train.schedule import lr_at, plateau_drops, scaled_lr
 from senet.train.sources import make_source
+from senet.utils.finite import float_tensors, nonfinite_flag
+from senet.utils.seeding import derive_seed, seed_everything
+
+#: steps between looks at the loss and weight checks on a GPU (each look waits for the GPU);
+#: on the CPU every step is looked at. A save always looks first.
+GPU_CHECK_EVERY = 25
 
 
 class TrainingDiverged(SenetError):
-    """The loss became NaN or infinite."""
+    """The loss or the weights became NaN or infinite."""
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -70,8 +79,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rank_seed(seed: int, rank: int, step: int) -> int:
-    state = np.random.SeedSequence([seed % 2**64, rank, step, 0x5EED]).generate_state(1, dtype=np.uint32)
-    return int(state[0])
+    return derive_seed(seed, rank, step, 0x5EED, bits=32)
 
 
 class Trainer:
@@ -107,9 +115,7 @@ class Trainer:
                              f"{self.env.world_size} process(es) x run.accum_steps={r.accum_steps} micro-batches")
         self.precision = r.precision if r.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
         self.channels_last = self.device.type == "cuda" if r.channels_last is None else r.channels_last
-        random.seed(r.seed)
-        np.random.seed(r.seed % 2**32)
-        torch.manual_seed(r.seed)
+        seed_everything(r.seed)
 
         self.source = make_source(cfg, self.device, self.env, channels_last=self.channels_last)
         if self.source.skipped and self.is_main:
@@ -128,6 +134,9 @@ class Trainer:
         self.eval_forward = torch.compile(self.model) if r.compile else self.model
         self.bn_params = [p for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                           for p in m.parameters(recurse=False)]
+        self.weights = float_tensors(self.model)  # checked after every step (load_state_dict copies in place)
+        self.check_every = 1 if self.device.type == "cpu" else GPU_CHECK_EVERY
+        self._unchecked: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, loss, weights flag)
         o = cfg.optim
         self.base_lr = scaled_lr(o, cfg.data.batch_size)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.base_lr, momentum=o.momentum,
@@ -142,10 +151,9 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.meters = self._zero_meters()
         self.elapsed = 0.0  # wall seconds of earlier sessions of this run
-        if resume and run.file(CHECKPOINT).exists():
-            self._restore(load_checkpoint(run.file(CHECKPOINT)))
-        elif resume and self.is_main:
-            self._log(f"{run.path} has no checkpoint yet: starting it from the beginning")
+        self._rotate = True  # keep the checkpoint a save replaces as the previous one
+        if resume:
+            self._resume()
         if self.env.rank:  # the model's own draws (dropout, Shake-Shake) differ between ranks
             torch.manual_seed(_rank_seed(r.seed, self.env.rank, self.global_step))
 
@@ -182,6 +190,28 @@ class Trainer:
             "world_size": self.env.world_size,
         }
 
+    def _resume(self) -> None:
+        """Restore the newest checkpoint that verifies, saying so when it is the previous one;
+        a run with no usable checkpoint is never silently started again."""
+        run = self.run
+        state, path, problem = load_latest(run.file(CHECKPOINT), run.file(PREVIOUS))
+        if state is None:
+            if run.file(METRICS_CSV).exists():
+                raise SenetError(f"{run.path} has {METRICS_CSV} but neither {CHECKPOINT} nor {PREVIOUS}; refusing "
+                                 "to start it again from scratch (move the folder away to do that)")
+            if self.is_main:
+                self._log(f"{run.path} has no checkpoint yet: starting it from the beginning")
+            return
+        self._restore(state)
+        if problem is not None:
+            # the damaged newest file must not become the previous one at the next save
+            self._rotate = False
+            if self.is_main:
+                note = (f"{problem}; resuming from the previous checkpoint {path.name} "
+                        f"(epoch {self.epoch + 1} step {self.step + 1})")
+                print(f"warning: {note}", file=sys.stderr, flush=True)
+                run.log_event(f"fallback: {note}")
+
     def _restore(self, state: dict[str, Any]) -> None:
         if _comparable(state["config"]) != _comparable(self.cfg.to_dict()):
             raise SenetError(f"{self.run.file(CHECKPOINT)} was written with a different configuration than "
@@ -205,10 +235,14 @@ class Trainer:
         set_rng_states(state["rng"])
 
     def save_checkpoint(self) -> None:
-        """Write the checkpoint (rank 0; every rank must call it, the meters are summed)."""
+        """Check the steps not yet checked, then write the checkpoint (rank 0), the one it
+        replaces kept as the previous one. Every rank must call it (collectives)."""
+        self._check_finite()
         meters = self._group_meters()
         if self.is_main:
-            save_checkpoint(self.run.file(CHECKPOINT), self._state(meters))
+            save_checkpoint(self.run.file(CHECKPOINT), self._state(meters),
+                            previous=self.run.file(PREVIOUS) if self._rotate else None)
+        self._rotate = True
 
     # ------------------------------------------------------------- training
     @property
@@ -257,23 +291,34 @@ class Trainer:
         self.scaler.update()
         return (loss_sum / n).float(), loss_sum, correct, n
 
-    def _check_finite(self, window: list[tuple[int, torch.Tensor]]) -> None:
+    def _check_finite(self) -> None:
+        """Look at the losses and weight flags of the steps not yet checked (a collective:
+        NaN anywhere is NaN everywhere); raise :class:`TrainingDiverged` at the first bad one."""
+        window = self._unchecked
         if not window:
             return
-        steps = [gstep for gstep, _ in window]
-        values = dist.all_sum(torch.stack([loss for _, loss in window]).float()).cpu()  # NaN anywhere: NaN everywhere
+        steps = [gstep for gstep, _, _ in window]
+        values = torch.stack([torch.stack([loss.float() for _, loss, _ in window]),
+                              torch.stack([flag for _, _, flag in window])])
+        values = dist.all_sum(values).cpu()
         window.clear()
-        finite = torch.isfinite(values)
-        if not bool(finite.all()):
-            i = int((~finite).nonzero()[0])
-            gstep, value = steps[i], float(values[i])
-            epoch, step = divmod(gstep, self.steps_per_epoch)
-            last = self.run.file(CHECKPOINT)
-            where = f"the last checkpoint {last} is from before it" if last.exists() else "no checkpoint was written"
-            raise TrainingDiverged(
-                f"the training loss became {value} at epoch {epoch + 1} step {step + 1} (global step {gstep + 1}); "
-                f"stopping without saving these weights ({where}); try a lower optim.lr or run.precision=fp32"
-            )
+        losses, flags = values[0], values[1]
+        bad = [i for i in range(len(steps)) if not math.isfinite(float(losses[i])) or float(flags[i]) != 0]
+        if not bad:
+            return
+        i = bad[0]
+        gstep = steps[i]
+        epoch, step = divmod(gstep, self.steps_per_epoch)
+        last = self.run.file(CHECKPOINT)
+        where = f"the last checkpoint {last} is from before it" if last.exists() else "no checkpoint was written"
+        at = f"at epoch {epoch + 1} step {step + 1} (global step {gstep + 1})"
+        if not math.isfinite(float(losses[i])):
+            what = f"the training loss became {float(losses[i])} {at}"
+        else:
+            what = f"the weights became NaN or infinite in the optimizer step {at} (its loss was finite)"
+        raise TrainingDiverged(
+            f"{what}; stopping without saving these weights ({where}); try a lower optim.lr or run.precision=fp32"
+        )
 
     def fit(self) -> dict[str, Any]:
         """Train to the end of the schedule (or ``run.max_steps``); returns the summary."""
@@ -285,13 +330,14 @@ class Trainer:
         self._event(("resumed at" if self.global_step else "started at") + f" epoch {self.epoch} step {self.step} on {where}")
         if self.global_step and self.is_main:
             self._log(f"resuming {self.run.path} at epoch {self.epoch + 1} step {self.step + 1}")
-        sync_every = 1 if self.device.type == "cpu" else 25
         batch = cfg.data.batch_size
         bar = tqdm(total=self.total_steps * batch, initial=min(self.global_step, self.total_steps) * batch,
                    unit="img", unit_scale=True, disable=not self.progress, dynamic_ncols=True, file=sys.stderr,
                    smoothing=0.05)
         self._echo = bar.write if self.progress else self._log
-        window: list[tuple[int, torch.Tensor]] = []
+        self._unchecked.clear()
+        if self.global_step and self.is_main and self.history:
+            self.run.write_metrics(self.history)  # the checkpoint is written first: catch up on a kill between
         try:
             while self.epoch < cfg.schedule.epochs and self.global_step < self.total_steps:
                 bar.set_description(f"epoch {self.epoch + 1}/{cfg.schedule.epochs}")
@@ -306,12 +352,12 @@ class Trainer:
                     self.meters["loss_sum"] += loss_sum
                     self.meters["correct"] += correct
                     self.meters["count"] += n
-                    window.append((self.global_step, loss))
+                    self._unchecked.append((self.global_step, loss, nonfinite_flag(self.weights)))
                     self.step += 1
                     bar.update(batch)
                     done = self.global_step >= self.total_steps
-                    if len(window) >= sync_every or done:
-                        self._check_finite(window)
+                    if len(self._unchecked) >= self.check_every or done:
+                        self._check_finite()
                         count = self.meters["count"]
                         bar.set_postfix(loss=f"{float(self.meters['loss_sum']) / count:.3f}",
                                         acc=f"{int(self.meters['correct']) / count:.3f}", refresh=False)
@@ -322,7 +368,7 @@ class Trainer:
                     self._after_step()
                     if done:
                         break
-                self._check_finite(window)
+                self._check_finite()
                 self.meters["train_seconds"] += time.perf_counter() - t_epoch
                 self._end_epoch()
         finally:
@@ -362,13 +408,12 @@ class Trainer:
             self.meters = self._zero_meters()
         test = (f"  test loss {row['test_loss']:.4f} err {100 * row['test_top1_err']:.2f}% "
                 f"(top-5 {100 * row['test_top5_err']:.2f}%)" if "test_loss" in row else "")
+        self.save_checkpoint()  # before the metrics: metrics.csv never lists an epoch no checkpoint holds
         if self.is_main:
             self._echo(f"epoch {epoch_no:g}/{cfg.schedule.epochs}  train loss {row['train_loss']:.4f} "
                        f"err {100 * row['train_top1_err']:.2f}%{test}  lr {row['lr']:.4g}  "
                        f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f} s")
             self.run.write_metrics(self.history)
-        self.save_checkpoint()
-        if self.is_main:
             self.run.write_curves(self.history)
 
     def test(self) -> dict[str, float]:
@@ -380,6 +425,7 @@ class Trainer:
         from senet.models import save_weights
 
         cfg, source = self.cfg, self.source
+        self._check_finite()  # (every step is checked by now; a weight file must never hold a diverged state)
         last = self.history[-1] if self.history else {}
         if "test_top1_err" not in last:
             res = self.test()

@@ -4,18 +4,18 @@
   bytes: nothing to execute). The file type is sniffed from its first bytes, not its name.
 * Anything else goes through ``torch.load(..., weights_only=True)``, whose unpickler only
   rebuilds tensors and plain containers. A pickle that asks for any other global (for
-  example ``os.system``) is refused with a :class:`~senet.errors.WeightsError`.
-* Files are written atomically: a temporary file in the destination folder, ``fsync``,
-  then ``os.replace``, so a crash never leaves a half-written file under the final name.
+  example ``os.system``) is refused with a :class:`~senet.errors.WeightsError`. A zip file
+  (what ``torch.save`` writes) must match its CRC-32s first: ``torch.load`` does not check them.
+* Files are written atomically (:mod:`senet.utils.atomic`), with a SHA-256 of their tensors
+  in the metadata (:data:`~senet.utils.integrity.DIGEST_KEY`) that every read checks; a file
+  without one (another tool's) is read unverified. Non-finite values are refused on write.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +24,9 @@ from typing import Any
 import torch
 
 from senet.errors import WeightsError
+from senet.utils.atomic import atomic_path
+from senet.utils.finite import nonfinite_names
+from senet.utils.integrity import DIGEST_KEY, bad_zip_member, tensors_digest
 
 #: Keys under which training checkpoints keep the model's state dict, in order of preference.
 WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema")
@@ -50,7 +53,9 @@ def _check_file(path: Path) -> None:
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of a ``.safetensors`` file; a corrupt file is a ``WeightsError``."""
+    """Tensors and string metadata of a ``.safetensors`` file; a corrupt file, or one whose
+    tensors do not match the digest senet recorded in it, is a ``WeightsError``. The digest
+    is checked and left out of the metadata returned."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -61,6 +66,10 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # SafetensorError, OSError, ...: all mean "this file cannot be read"
         raise WeightsError(f"{path}: cannot read the safetensors file (truncated or corrupt?): {e}") from None
+    recorded = metadata.pop(DIGEST_KEY, None)
+    if recorded is not None and recorded != tensors_digest(tensors):
+        raise WeightsError(f"{path}: damaged: its tensors do not match the SHA-256 recorded when senet wrote it; "
+                           "refusing to use it (restore or re-create the file)")
     return tensors, metadata
 
 
@@ -72,9 +81,11 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     _check_file(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            return dict(f.metadata() or {})
+            metadata = dict(f.metadata() or {})
     except Exception as e:
         raise WeightsError(f"{path}: cannot read the safetensors file (truncated or corrupt?): {e}") from None
+    metadata.pop(DIGEST_KEY, None)  # checked when the tensors are read
+    return metadata
 
 
 def _code_detail(message: str) -> str:
@@ -90,6 +101,12 @@ def read_torch(path: str | Path) -> Any:
     """
     path = Path(path)
     _check_file(path)
+    try:
+        damage = bad_zip_member(path)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read the checkpoint: {e.strerror or e}") from None
+    if damage:
+        raise WeightsError(f"{path}: damaged: {damage}; refusing to load it")
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Detected pickle protocol")
@@ -150,36 +167,27 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return unwrap_state_dict(read_torch(path), str(path)), {}
 
 
-def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Path:
-    """Write ``tensors`` and ``metadata`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
+def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], *,
+                      allow_nonfinite: bool = False) -> Path:
+    """Write ``tensors`` and ``metadata`` to ``path`` atomically, recording the tensors'
+    SHA-256 under :data:`~senet.utils.integrity.DIGEST_KEY`. Tensors holding NaN or inf are
+    refused unless ``allow_nonfinite``; an OS failure is a ``FileSystemError`` naming ``path``."""
     from safetensors.torch import save_file
 
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder; give the path of the .safetensors file to write")
     if not folder.is_dir():
-        raise WeightsError(f"{path}: folder {folder} does not exist")
+        raise WeightsError(f"{path}: folder {folder} does not exist" if not folder.exists()
+                           else f"{path}: {folder} is not a folder")
+    if DIGEST_KEY in metadata:
+        raise ValueError(f"metadata key {DIGEST_KEY!r} is reserved for the digest senet computes")
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(data, tmp, metadata=dict(metadata))
-        # mkstemp makes the file private (0600); give it the mode a plain open() would
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable (POSIX); not possible everywhere
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    bad = [] if allow_nonfinite else nonfinite_names(data)
+    if bad:
+        raise WeightsError(f"refusing to write {path}: {len(bad)} tensor(s) hold NaN or inf values "
+                           f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})")
+    with atomic_path(path) as tmp:
+        save_file(data, str(tmp), metadata={**metadata, DIGEST_KEY: tensors_digest(data)})
     return path

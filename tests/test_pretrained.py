@@ -52,6 +52,7 @@ def test_pretrained_true_downloads_the_released_weights(tmp_path, monkeypatch):
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-5)
     assert model.pretrained_cfg["interpolation"] == "bicubic" and model.pretrained_cfg["crop_pct"] == 0.875
+    assert model.pretrained_cfg["classes"][:2] == ("tench", "goldfish") and len(model.pretrained_cfg["classes"]) == 1000
     assert model.senet_weights.format == "legacy"
     # features_only and another head work on released weights too
     features = senet.create_model("se_resnet18", pretrained=True, features_only=True, out_indices=(4,)).eval()

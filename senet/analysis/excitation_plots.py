@@ -39,14 +39,14 @@ def _figure(n: int) -> tuple[Any, list[Any]]:
 def _save(fig: Any, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
-    from senet.train.checkpoint import atomic_write_bytes
+    from senet.utils.atomic import atomic_write
 
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     path = Path(path)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
 
 

@@ -138,13 +138,13 @@ def summary_table(stats: dict[str, BlockStats], blocks: Sequence[SEBlock]) -> st
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    from senet.train.checkpoint import atomic_write_bytes
+    from senet.utils.atomic import atomic_write
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue().encode()))
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
 def _g(x: float) -> str:

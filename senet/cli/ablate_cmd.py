@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from senet.cli.options import positive_int
+from senet.cli.options import add_device, positive_int
 from senet.cli.train_cmd import shortcuts
 
 HELP = "run one of the paper's ablation studies (Tables 10-16) with a recipe, several seeds per cell, resumable"
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "resume it: finished cells are reused, interrupted ones continued")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of every cell, e.g. --set data.train_subset=10000")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="run.device")
+    add_device(p, default=None, help="run.device")
     p.add_argument("--cells", metavar="ID,ID", help="train only these cells of the study (see --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their model keywords, train nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")

@@ -13,7 +13,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from senet.cli.model_source import add_source_arguments
-from senet.cli.options import nonnegative_int, positive_int
+from senet.cli.options import add_device, nonnegative_int, positive_int
 
 if TYPE_CHECKING:
     from senet.analysis.excitation import SEBlock
@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first", action="store_true", help="take the first images of each class, not a seeded sample")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the image and channel samples (default 0)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/analysis or analysis/<model>)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one when stderr is a tty)")
 
@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from senet.analysis.excitation_plots import plot_class_means, plot_class_spread
     from senet.analysis.excitation_stats import analyse, summary_table, write_outputs
     from senet.cli.model_source import load_source
-    from senet.data import GpuAugment, load_split
+    from senet.data import load_split
+    from senet.data.transforms import batch_transform, resolve_data_config
     from senet.train.trainer import resolve_device
 
     source = load_source(args)
@@ -99,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
 
-    # the normalisation the weights were trained with: the file's, else the model's default (as eval)
-    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
+    # the preprocessing the weights were trained with (their pretrained config), as eval and predict
+    transform = batch_transform(resolve_data_config(model), ds.images.shape[-2:])
     device = resolve_device(args.device)
     model.to(device)
     exc = record_excitations(
-        model, ds.images[idx], ds.labels[idx], GpuAugment(mean, std, crop=None, flip=False).normalize,
+        model, ds.images[idx], ds.labels[idx], transform,
         image_ids=idx, classes=ds.classes, batch_size=args.batch_size, device=device,
         progress=sys.stderr.isatty() and not args.no_progress,
     )

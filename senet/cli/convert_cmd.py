@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", default=None, metavar="FILE", help="text file with one class name per line")
     p.add_argument("--mean", type=finite_float, nargs="+", default=None, help="input normalisation mean to record")
     p.add_argument("--std", type=positive_float, nargs="+", default=None, help="input normalisation std to record")
+    p.add_argument("--allow-nonfinite", action="store_true", help="write weights holding NaN or inf values too")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
             raise fs_error(e, args.classes, "read --classes") from None
         classes = [line.strip() for line in text.splitlines() if line.strip()]
     model = convert_weights(args.src, args.dst, model=args.model, classes=classes, mean=args.mean, std=args.std,
+                            allow_nonfinite=args.allow_nonfinite,
                             **_parse_kwargs(args.kwargs))
     spec = model.senet_spec
     source = model.senet_weights.format

@@ -5,27 +5,33 @@ from __future__ import annotations
 import argparse
 
 from senet.cli.model_source import add_source_arguments
-from senet.cli.options import positive_int
+from senet.cli.options import add_device, positive_float, positive_int
 
 HELP = "evaluate a trained run (--run DIR) or a weight file (--weights FILE [--model NAME]) on a test split"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_arguments(p)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--input-size", type=positive_int, default=None, metavar="SIDE",
+                   help="evaluate at this side, e.g. 320 (Table 8; default: the weights' input size)")
+    p.add_argument("--crop-pct", type=positive_float, default=None,
+                   help="centre-crop fraction (default: the weights'); the short side is resized to SIDE / crop-pct")
+    p.add_argument("--ten-crop", action="store_true",
+                   help="average the probabilities of 10 crops (corners, centre, mirrored), as the ILSVRC entry")
 
 
 def run(args: argparse.Namespace) -> int:
     from senet.cli.model_source import load_source
-    from senet.data import GpuAugment, load_split
+    from senet.data import load_split
+    from senet.data.transforms import ViewAverage, batch_transform, resolve_data_config
     from senet.errors import SenetError
     from senet.train import evaluate
     from senet.train.trainer import resolve_device
 
     source = load_source(args)
     name, model, meta = source.name, source.model, source.meta
-    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
     ds = load_split(source.dataset, args.split, data=source.data)
     outputs = model.num_classes
     if outputs != len(ds.classes):
@@ -33,11 +39,16 @@ def run(args: argparse.Namespace) -> int:
     if meta.classes and list(meta.classes) != list(ds.classes):
         raise SenetError(f"the model's classes ({', '.join(meta.classes[:5])}, ...) are not those of {ds.source} "
                          f"({', '.join(ds.classes[:5])}, ...)")
+    if args.crop_pct is not None and not args.crop_pct <= 1:
+        raise SenetError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+    cfg = resolve_data_config(model, input_size=args.input_size, crop_pct=args.crop_pct)
     device = resolve_device(args.device)
-    model.to(device)
-    res = evaluate(model, ds.images, ds.labels, GpuAugment(mean, std, crop=None, flip=False).normalize,
+    net = ViewAverage(model, 10) if args.ten_crop else model
+    net.to(device)
+    res = evaluate(net, ds.images, ds.labels, batch_transform(cfg, ds.images.shape[-2:], ten_crop=args.ten_crop),
                    batch_size=args.batch_size, device=device)
-    print(f"{name} on {ds.source} ({args.split}, {len(ds.labels)} images): "
+    views = " (10 crops)" if args.ten_crop else ""
+    print(f"{name} on {ds.source} ({args.split}, {len(ds.labels)} images at {cfg.crop}x{cfg.crop}{views}): "
           f"top-1 error {100 * res['top1_err']:.2f}%  top-5 error {100 * res['top5_err']:.2f}%  "
           f"loss {res['loss']:.4f}")
     return 0

@@ -16,7 +16,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "eval", "recipes", "models", "complexity", "convert", "analyze", "ablate"]
+COMMANDS = ["train", "eval", "predict", "export", "recipes", "models", "complexity", "convert", "analyze", "ablate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

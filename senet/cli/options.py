@@ -47,3 +47,12 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
     return value
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto", help: str | None = None) -> None:
+    """The one ``--device`` option of every command: ``auto`` (CUDA when present), ``cpu``, ``cuda``."""
+    p.add_argument("--device", default=default, choices=DEVICES,
+                   help=help or "auto (CUDA when present, the default), cpu or cuda")

@@ -7,7 +7,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from senet.cli.options import nonnegative_int, positive_int
+from senet.cli.options import add_device, nonnegative_int, positive_int
 
 HELP = "train a model with a recipe (default: a short SE-ResNet run on CIFAR-10) and report its test error"
 
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="PATH", help="dataset folder or archive (default: searched, see README)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<recipe>-<time>)")
     p.add_argument("--seed", type=nonnegative_int, help="random seed (run.seed)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="run.device")
+    add_device(p, default=None, help="run.device")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--skip-corrupt", action="store_true", help="leave out unreadable images (listed in the run dir)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")

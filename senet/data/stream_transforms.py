@@ -89,12 +89,29 @@ def short_side_size(width: int, height: int, resize: int) -> tuple[int, int]:
     return int(resize * width / height), resize
 
 
-def eval_view(img: Image.Image, *, resize: int, crop: int) -> np.ndarray:
-    """Short side resized to ``resize`` (bilinear), then the centre ``crop x crop``
-    (``resize >= crop``); returns ``uint8 [crop, crop, 3]``."""
+INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def eval_view(img: Image.Image, *, resize: int, crop: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Short side resized to ``resize`` (``interpolation``: PIL's bilinear by default), then the
+    centre ``crop x crop`` (``resize >= crop``); returns ``uint8 [crop, crop, 3]``."""
     width, height = short_side_size(img.width, img.height, resize)
     if (width, height) != img.size:
-        img = img.resize((width, height), Image.BILINEAR)
+        img = img.resize((width, height), INTERPOLATIONS[interpolation])
     top = int(round((height - crop) / 2.0))
     left = int(round((width - crop) / 2.0))
     return np.asarray(img.crop((left, top, left + crop, top + crop)))
+
+
+def ten_crop_views(img: Image.Image, *, resize: int, crop: int, interpolation: str = "bilinear") -> np.ndarray:
+    """The ILSVRC-style 10 crops: short side to ``resize``, then the four corner and the centre
+    ``crop x crop`` crops, and the same of the mirrored image (torchvision's ``TenCrop`` order);
+    returns ``uint8 [10, crop, crop, 3]``."""
+    width, height = short_side_size(img.width, img.height, resize)
+    if (width, height) != img.size:
+        img = img.resize((width, height), INTERPOLATIONS[interpolation])
+    arr = np.asarray(img)
+    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    corners = [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop), (top, left)]
+    views = [a[t:t + crop, x:x + crop] for a in (arr, arr[:, ::-1]) for t, x in corners]
+    return np.ascontiguousarray(np.stack(views))

@@ -129,7 +129,11 @@ def create_model(
 
         info = registry.model_info(name)
         ckpt = open_checkpoint(download(info))
-        released_cfg = info.released.cfg if info.released else {}
+        released_cfg = dict(info.released.cfg)
+        if info.released.dataset == "imagenet-1k":
+            from senet.data.transforms import imagenet_classes
+
+            released_cfg["classes"] = imagenet_classes()
     elif pretrained is not None and pretrained is not False:
         ckpt = open_checkpoint(pretrained)
     if name is None:

@@ -226,8 +226,10 @@ def save_weights(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     metadata: Mapping[str, str] | None = None,
+    allow_nonfinite: bool = False,
 ) -> Path:
-    """Write ``model``'s weights as senet-native ``.safetensors`` (atomically).
+    """Write ``model``'s weights as senet-native ``.safetensors`` (atomically; weights holding NaN
+    or inf are refused unless ``allow_nonfinite``).
 
     The metadata records ``format=senet``, the model name and keywords (from
     ``model.senet_spec``, set by ``create_model``, with the head as it is now, after any
@@ -259,7 +261,7 @@ def save_weights(
     if {k: tuple(v.shape) for k, v in state.items()} != {k: tuple(v.shape) for k, v in reference.items()}:
         raise WeightsError(f"the model no longer matches create_model({spec.name!r}, **{kwargs}) "
                            "(modules replaced?); its weights could not be loaded back")
-    return io.write_safetensors(path, state, header)
+    return io.write_safetensors(path, state, header, allow_nonfinite=allow_nonfinite)
 
 
 def metadata_for(model: nn.Module, kwargs: Mapping[str, Any], classes: Sequence[str] | None,
@@ -342,6 +344,7 @@ def convert_weights(
     classes: Sequence[str] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    allow_nonfinite: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Write ``src`` (timm, Cadene or senet weights) to ``dst`` as senet-native ``.safetensors``.
@@ -357,5 +360,5 @@ def convert_weights(
     meta = ckpt.metadata
     save_weights(net, dst, classes=classes if classes is not None else meta.classes,
                  mean=mean if mean is not None else meta.mean, std=std if std is not None else meta.std,
-                 metadata=meta.extra if meta.format == "senet" else None)
+                 metadata=meta.extra if meta.format == "senet" else None, allow_nonfinite=allow_nonfinite)
     return net

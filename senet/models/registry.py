@@ -62,7 +62,8 @@ class Released:
     ``hf_hub_id`` / ``filename``: where ``create_model(name, pretrained=True)`` fetches them;
     ``url``: the original release, named in the error when the hub cannot be reached;
     ``cfg``: how those weights want their inputs (overrides of the model's pretrained config);
-    ``origin``: who trained them.
+    ``origin``: who trained them; ``dataset``: what their outputs are (``imagenet-1k``: the 1,000
+    ILSVRC-2012 classes, named in the model's config).
     """
 
     hf_hub_id: str
@@ -70,6 +71,7 @@ class Released:
     url: str | None = None
     cfg: Mapping[str, Any] = field(default_factory=dict)
     origin: str = ""
+    dataset: str = "imagenet-1k"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from senet.errors import SenetError
 from senet.utils.atomic import atomic_write
 from senet.utils.integrity import bad_zip_member, state_digest
 
-atomic_write_bytes = atomic_write  # the old name, still imported from here by senet.analysis.excitation_*
 
 FORMAT = "senet-checkpoint"
 VERSION = 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from senet.errors import WeightsError
+from senet.utils.integrity import DIGEST_KEY
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 #: Pretrained-config entries a senet file may record, with a check of each value's JSON form.
@@ -36,7 +37,7 @@ _DATA_EXPECTED = {
     "interpolation": f"one of {', '.join(INTERPOLATIONS)}",
 }
 #: Metadata keys of a senet-native file; ``save_weights(metadata=...)`` may not use them.
-RESERVED_METADATA = ("format", "model", "kwargs", "senet_version", *DATA_KEYS)
+RESERVED_METADATA = ("format", "model", "kwargs", "senet_version", DIGEST_KEY, *DATA_KEYS)
 
 
 def _number(x: Any) -> bool:

@@ -1,0 +1,124 @@
+"""The evaluation transform of a model, from its pretrained config (timm's ``resolve_data_config``
+and ``create_transform``): ``senet predict``, ``senet eval`` and ``senet analyze`` prepare images
+the one way the weights were trained for.
+
+Evaluation resizes the short side to ``floor(side / crop_pct)`` with the config's interpolation
+and takes the centre ``side x side`` crop (or the ILSVRC entry's 10 crops), then normalises with
+the config's mean and std (on the batch's device, as training does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from senet.data.stream_transforms import INTERPOLATIONS, eval_view, ten_crop_views
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a model's inputs are prepared for evaluation."""
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+    interpolation: str
+    classes: tuple[str, ...] | None = None
+
+    @property
+    def crop(self) -> int:
+        return self.input_size[-1]
+
+    @property
+    def resize(self) -> int:
+        """The short side before the centre crop (256 for a 224 crop at ``crop_pct=0.875``)."""
+        return max(self.crop, int(math.floor(self.crop / self.crop_pct)))
+
+
+def resolve_data_config(
+    model_or_cfg: Any, *, input_size: int | None = None, crop_pct: float | None = None,
+    interpolation: str | None = None,
+) -> DataConfig:
+    """The :class:`DataConfig` of a model (its ``pretrained_cfg``) or of a config mapping, with
+    ``input_size`` (a side), ``crop_pct`` and ``interpolation`` overridden when given (as Table 8
+    evaluates SENet-154 at 320x320)."""
+    cfg: Mapping[str, Any] = getattr(model_or_cfg, "pretrained_cfg", None) or model_or_cfg
+    size = tuple(cfg["input_size"])
+    if input_size is not None:
+        if input_size < 1:
+            raise ValueError(f"input size must be >= 1, got {input_size}")
+        size = (size[0], input_size, input_size)
+    pct = cfg.get("crop_pct", 1.0) if crop_pct is None else crop_pct
+    if not 0 < pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {pct}")
+    interp = interpolation or cfg.get("interpolation", "bilinear")
+    if interp not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interp!r}; allowed: {', '.join(INTERPOLATIONS)}")
+    classes = cfg.get("classes")
+    return DataConfig(size, tuple(cfg["mean"]), tuple(cfg["std"]), float(pct), interp,
+                      tuple(classes) if classes is not None else None)
+
+
+def eval_crops(image: np.ndarray | Image.Image, cfg: DataConfig, *, ten_crop: bool = False) -> torch.Tensor:
+    """``uint8 [V, 3, side, side]`` views of an RGB image (``V`` = 1, or 10 with ``ten_crop``)."""
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    if ten_crop:
+        views = ten_crop_views(img, resize=cfg.resize, crop=cfg.crop, interpolation=cfg.interpolation)
+    else:
+        views = eval_view(img, resize=cfg.resize, crop=cfg.crop, interpolation=cfg.interpolation)[None]
+    return torch.from_numpy(np.ascontiguousarray(views.transpose(0, 3, 1, 2)))
+
+
+def normalize(batch: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """``uint8 [N, C, H, W]`` images as the model's float input: ``(x / 255 - mean) / std``."""
+    mean = torch.tensor(cfg.mean, device=batch.device).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.std, device=batch.device).view(1, -1, 1, 1)
+    return (batch.float().div_(255) - mean) / std
+
+
+def batch_transform(cfg: DataConfig, stored: tuple[int, int], *, ten_crop: bool = False
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The input of a model for a ``uint8 [N, 3, H, W]`` batch of stored images (``stored`` = (H, W)):
+    normalised as they are when they already have the config's size (CIFAR at 32x32), else each
+    resized and cropped by :func:`eval_crops` first (``N * 10`` views with ``ten_crop``)."""
+    as_stored = not ten_crop and tuple(stored) == (cfg.crop, cfg.crop) and cfg.resize == cfg.crop
+
+    def transform(batch: torch.Tensor) -> torch.Tensor:
+        if not as_stored:
+            views = [eval_crops(img.permute(1, 2, 0).cpu().numpy(), cfg, ten_crop=ten_crop) for img in batch]
+            batch = torch.cat(views).to(batch.device)
+        return normalize(batch, cfg)
+
+    return transform
+
+
+class ViewAverage(nn.Module):
+    """``model`` on ``views`` consecutive views of each image (the 10 crops): the log of the mean
+    of their probabilities, a valid input for cross-entropy and top-k."""
+
+    def __init__(self, model: nn.Module, views: int) -> None:
+        super().__init__()
+        self.model = model
+        self.views = views
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.model(x).float().softmax(1)
+        return probs.view(-1, self.views, probs.shape[-1]).mean(1).log()
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1,000 ILSVRC-2012 class names, in the order of the released models' outputs (the
+    first WordNet lemma of each synset)."""
+    text = resources.files("senet.data").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    return tuple(line.split("\t", 1)[1].split(",")[0].strip() for line in text.splitlines() if "\t" in line)

@@ -1,0 +1,208 @@
+"""Shipping a model: ONNX (the dynamo exporter, built on ``torch.export``) or TorchScript, verified.
+
+:func:`export_model` writes the file through a temporary one, runs what it wrote (onnxruntime for
+ONNX, ``torch.jit.load`` for TorchScript) on random inputs, compares with PyTorch, and renames the
+file into place only if the largest difference is within ``tolerance`` (1e-4 of the largest
+logit by default): a file that would compute something else is never left behind. The model's
+preprocessing (input size, mean, std, ``crop_pct``, interpolation, class names) and name go into
+the file (ONNX ``metadata_props``; TorchScript ``_extra_files["senet.json"]``), in the JSON
+encoding of senet's safetensors metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from senet.errors import SenetError
+from senet.utils.atomic import atomic_path
+
+FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+EXTRA_FILE = "senet.json"
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export_model` wrote and how closely it matches PyTorch."""
+
+    path: Path
+    format: str
+    max_abs_diff: float
+    max_rel_diff: float  # max |diff| over the largest |logit|
+    shapes: list[tuple[int, ...]]  # the inputs it was checked on
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def preprocessing(model: nn.Module) -> dict[str, str]:
+    """The model's name and pretrained config as string entries (JSON values), for a file's metadata."""
+    from senet import __version__
+
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    spec = getattr(model, "senet_spec", None)
+    out = {"format": "senet", "senet_version": __version__}
+    if spec is not None:
+        out["model"] = spec.name
+    for key in ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes", "classes"):
+        if cfg.get(key) is not None:
+            value = cfg[key]
+            out[key] = json.dumps(list(value) if isinstance(value, tuple) else value)
+    return out
+
+
+def _inputs(model: nn.Module, input_size: tuple[int, int, int], dynamic_batch: bool,
+            dynamic_size: bool) -> list[torch.Tensor]:
+    """The example input, then one of another batch size and/or spatial size for dynamic files."""
+    param = next(model.parameters())
+    g = torch.Generator().manual_seed(0)
+    c, h, w = input_size
+    shapes = [(2, c, h, w)]
+    if dynamic_batch or dynamic_size:
+        shapes.append((3 if dynamic_batch else 2, c, h + 32 if dynamic_size else h, w + 64 if dynamic_size else w))
+    return [torch.randn(s, generator=g).to(device=param.device, dtype=param.dtype) for s in shapes]
+
+
+def _check(outputs: list[torch.Tensor], refs: list[torch.Tensor], tolerance: float) -> tuple[float, float]:
+    abs_diff = max((o.float() - r.float()).abs().max().item() for o, r in zip(outputs, refs, strict=True))
+    scale = max(r.float().abs().max().item() for r in refs)
+    rel = abs_diff / scale if scale > 0 else abs_diff
+    if not rel <= tolerance:
+        raise SenetError(f"the exported model does not compute what PyTorch computes: largest difference "
+                         f"{abs_diff:.3g} for logits up to {scale:.3g} ({rel:.2g} relative, tolerance {tolerance:g}); "
+                         "nothing was written")
+    return abs_diff, rel
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """The exporters print progress and warnings of their own; kept for the error message."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield out
+
+
+def _onnx(model: nn.Module, tmp: Path, example: torch.Tensor, meta: dict[str, str], dynamic_batch: bool,
+          dynamic_size: bool, opset: int | None, optimize: bool) -> None:
+    auto = torch.export.Dim.AUTO
+    dims = {**({0: auto} if dynamic_batch else {}), **({2: auto, 3: auto} if dynamic_size else {})}
+    with _quiet() as log:
+        try:
+            program = torch.onnx.export(model, (example,), dynamo=True, optimize=optimize, opset_version=opset,
+                                        input_names=["input"], output_names=["output"],
+                                        dynamic_shapes=({**dims},) if dims else None)
+        except Exception as e:  # noqa: BLE001 (torch.export / onnxscript failures have many types)
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SenetError(f"ONNX export failed: {detail[:300]}") from None
+    names = {0: "batch", 2: "height", 3: "width"}
+    shape = program.model.graph.inputs[0].shape
+    renames = {dim: names[i] for i, dim in enumerate(shape) if i in names and not isinstance(dim, int)}
+    if renames:
+        program.rename_axes(renames)
+    program.model.metadata_props.update(meta)
+    del log
+    program.save(str(tmp))
+
+
+def _run_onnx(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SenetError("verifying an ONNX file needs onnxruntime (pip install onnxruntime)") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [torch.from_numpy(session.run(None, {"input": x.detach().cpu().float().numpy()})[0]) for x in inputs]
+
+
+def _torchscript(model: nn.Module, tmp: Path, meta: dict[str, str]) -> None:
+    with _quiet():
+        try:
+            scripted = torch.jit.script(model)
+        except Exception as e:  # noqa: BLE001
+            raise SenetError(f"TorchScript compilation failed: {str(e).strip().splitlines()[0][:300]}") from None
+        torch.jit.save(scripted, str(tmp), _extra_files={EXTRA_FILE: json.dumps(meta)})
+
+
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    format: str = "onnx",
+    input_size: tuple[int, int, int] | None = None,
+    dynamic_batch: bool = False,
+    dynamic_size: bool = False,
+    opset: int | None = None,
+    optimize: bool = True,
+    tolerance: float = 1e-4,
+) -> Exported:
+    """Write ``model`` (in eval mode) as ONNX or TorchScript to ``path``, verified (module docstring).
+
+    Args:
+        input_size: ``(C, H, W)`` of the example input (default: the model's ``pretrained_cfg``).
+        dynamic_batch, dynamic_size: leave the batch size / height and width free in an ONNX file
+            (a TorchScript file is never bound to a size); the check then also runs another shape.
+        opset: ONNX opset (default: the exporter's).
+        optimize: run the ONNX exporter's graph optimisations (constant folding and the like).
+        tolerance: largest difference allowed, relative to the largest logit.
+
+    Raises:
+        SenetError: a failing export or verification (nothing is left at ``path``).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
+    path = Path(path)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    input_size = tuple(input_size or cfg.get("input_size") or (3, 224, 224))
+    if len(input_size) != 3 or min(input_size) < 1:
+        raise ValueError(f"input_size must be (channels, height, width), positive, got {input_size}")
+    was_training = model.training
+    model.eval()
+    meta = preprocessing(model)
+    try:
+        inputs = _inputs(model, input_size, dynamic_batch, dynamic_size)
+        with torch.no_grad():
+            refs = [model(x).cpu() for x in inputs]
+        with atomic_path(path) as tmp:
+            if format == "onnx":
+                _onnx(model, tmp, inputs[0], meta, dynamic_batch, dynamic_size, opset, optimize)
+                outputs = _run_onnx(tmp, inputs)
+            else:
+                _torchscript(model, tmp, meta)
+                with _quiet():
+                    loaded = torch.jit.load(str(tmp), map_location=inputs[0].device)
+                with torch.no_grad():
+                    outputs = [loaded(x).cpu() for x in inputs]
+            abs_diff, rel_diff = _check(outputs, refs, tolerance)
+    finally:
+        model.train(was_training)
+    return Exported(path, format, abs_diff, rel_diff, [tuple(x.shape) for x in inputs], meta)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The preprocessing and model name recorded in an exported file (JSON values decoded)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        raw = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    else:
+        files = {EXTRA_FILE: ""}
+        with _quiet():
+            torch.jit.load(str(path), _extra_files=files)
+        raw = json.loads(files[EXTRA_FILE] or "{}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value) if key not in ("format", "model", "senet_version") else value
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

@@ -5,6 +5,7 @@ COCO's mAP against a hand-computed case and against pycocotools."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,21 +127,31 @@ def test_defaults_follow_torchvision_and_bad_values_are_named(tmp_path):
         fasterrcnn_fpn("resnet18", 1)
 
 
-def test_same_freezing_as_torchvision_resnet_fpn():
-    """senet's resnet50 in torchvision's layout under fpn_backbone freezes exactly what
-    torchvision's resnet_fpn_backbone freezes (stem and layer1; BN everywhere)."""
+def test_a_torchvision_resnet_file_gives_torchvisions_trunk(tmp_path):
+    """torchvision's ResNet-50 weights as weights_backbone: its layout (V1.5) comes from the file,
+    and the trunk computes what torchvision's resnet_fpn_backbone computes with the same weights,
+    with the same parameters frozen (stem and layer1; BN everywhere)."""
+    import torchvision
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-    with torch.device("meta"):
-        theirs = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3)
-        ours = fpn_backbone("resnet50", frozen_bn=True, trainable_layers=3, stride_in_1x1=False)
+    weights = randomise(torchvision.models.resnet50()).state_dict()
+    torch.save(weights, tmp_path / "resnet50.pth")
+    ours = fpn_backbone("resnet50", weights_backbone=tmp_path / "resnet50.pth", out_channels=8)
+    theirs = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3)
+    theirs.body.load_state_dict({k: v for k, v in weights.items() if not k.startswith("fc.")})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        mine, ref = ours.body(x), theirs.body(x)
+    assert list(mine) == list(ref)
+    for level in ref:
+        torch.testing.assert_close(mine[level], ref[level], rtol=1e-5, atol=1e-5)
 
     def split(m: nn.Module) -> tuple[int, int, int]:
         trained = sum(p.numel() for p in m.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in m.parameters() if not p.requires_grad)
         return trained, frozen, sum(b.numel() for b in m.buffers())
 
-    assert split(ours) == split(theirs)
+    assert split(ours.body) == split(theirs.body)
 
 
 def test_table7_rows_differ_only_in_the_trunk():
@@ -173,11 +184,13 @@ def test_frozen_parameters_stay_after_a_step(tmp_path):
     loss.backward()
     optimizer.step()
     after = model.state_dict()
-    for name, p in body.named_parameters():
-        assert torch.equal(after[f"backbone.body.{name}"], before[f"backbone.body.{name}"]) == (name in frozen), name
+    for name, _ in body.named_parameters():  # every trainable trunk parameter moved, no frozen one did
+        key = f"backbone.body.{name}"
+        assert torch.equal(after[key], before[key]) == (name in frozen), name
     for name, b in body.named_buffers():  # frozen BN statistics and affine terms, in every stage
         assert torch.equal(b, before[f"backbone.body.{name}"]), name
-    assert not torch.equal(after["backbone.fpn.layer_blocks.0.0.weight"], before["backbone.fpn.layer_blocks.0.0.weight"])
+    fpn = "backbone.fpn.layer_blocks.0.0.weight"
+    assert not torch.equal(after[fpn], before[fpn])
 
 
 def _file_tensor(path, key: str) -> torch.Tensor:
@@ -325,3 +338,25 @@ def test_map_matches_pycocotools():
     assert ours["map"] == pytest.approx(evaluator.stats[0], abs=1e-9)
     assert ours["map_50"] == pytest.approx(evaluator.stats[1], abs=1e-9)
     assert ours["map_75"] == pytest.approx(evaluator.stats[2], abs=1e-9)
+
+
+def test_synthetic_benchmark_writes_its_results(tmp_path):
+    """benchmarks/detection_synthetic.py end to end, at a toy size (its figures are not judged)."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "detection_synthetic.py"
+    spec = importlib.util.spec_from_file_location("detection_synthetic", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "out"
+    assert script.main(["--trunks", "se_resnet18", "--steps", "2", "--eval-every", "1", "--size", "64",
+                        "--train-images", "4", "--val-images", "2", "--batch-size", "2", "--fpn-channels", "16",
+                        "--no-progress", "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["summary"]) == {"se_resnet18"} and len(report["runs"]) == 1
+    assert {"command", "machine", "code", "wall_seconds", "config"} <= set(report)
+    assert all(0 <= r["map_50"] <= 1 for r in report["runs"])
+    assert len((out / "losses.csv").read_text().splitlines()) == 1 + 2  # header, a row per step
+    assert len((out / "eval.csv").read_text().splitlines()) == 1 + 2
+    assert (out / "curves.png").stat().st_size > 1000

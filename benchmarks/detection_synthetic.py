@@ -62,9 +62,10 @@ def build(trunk: str, num_classes: int, args: argparse.Namespace) -> torch.nn.Mo
     return fasterrcnn_fpn(
         trunk, num_classes, weights_backbone=weights, trainable_layers=args.trainable_layers,
         fpn_channels=args.fpn_channels, min_size=args.size, max_size=args.size,
-        # proposals and sampled RoIs for a few shapes per small image, not COCO's 2000 and 512
+        # proposals and sampled RoIs for a few shapes per small image, not COCO's 2000 and 512: at 512
+        # RoIs and FPN width 128 the box head's FC layers cost more than the trunk on a CPU
         rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
-        rpn_post_nms_top_n_test=100, box_batch_size_per_image=128,
+        rpn_post_nms_top_n_test=100, box_batch_size_per_image=64,
     )
 
 
@@ -151,14 +152,16 @@ def plot(rows: list[dict[str, Any]], evals: list[dict[str, Any]], path: Path) ->
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     runs = dict.fromkeys((r["trunk"], r["seed"]) for r in rows)
-    for trunk, seed in runs:
+    for n, (trunk, seed) in enumerate(runs):
+        colour = f"C{n % 10}"  # one colour per run in both panels
         losses = [r["loss"] for r in rows if (r["trunk"], r["seed"]) == (trunk, seed)]
         k = max(1, len(losses) // 30)  # moving average: single steps are noisy
         smooth = [statistics.fmean(losses[max(0, i - k + 1): i + 1]) for i in range(len(losses))]
-        left.plot(range(1, len(losses) + 1), smooth, label=f"{trunk} seed {seed}")
+        left.plot(range(1, len(losses) + 1), smooth, color=colour, label=f"{trunk} seed {seed}")
         points = [e for e in evals if (e["trunk"], e["seed"]) == (trunk, seed)]
-        right.plot([e["step"] for e in points], [e["map_50"] for e in points], "o-", label=f"{trunk} seed {seed} AP@.5")
-        right.plot([e["step"] for e in points], [e["map"] for e in points], "s--", label=f"{trunk} seed {seed} AP")
+        steps = [e["step"] for e in points]
+        right.plot(steps, [e["map_50"] for e in points], "o-", color=colour, label=f"{trunk} seed {seed} AP@.5")
+        right.plot(steps, [e["map"] for e in points], "s--", color=colour, label=f"{trunk} seed {seed} AP")
     left.set(xlabel="step", ylabel="training loss (moving average)", title="Faster R-CNN + FPN, synthetic shapes")
     right.set(xlabel="step", ylabel="validation box AP", title="COCO AP@.5 and AP@[.5:.95]", ylim=(0, 1))
     left.legend(fontsize=8)
@@ -179,16 +182,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trunks", nargs="+", default=["se_resnet18", "resnet18"], help="senet model names")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--steps", type=int, default=240, help="optimizer steps per run")
+    p.add_argument("--steps", type=int, default=160, help="optimizer steps per run")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--size", type=int, default=128, help="image side (pixels)")
     p.add_argument("--train-images", type=int, default=480)
-    p.add_argument("--val-images", type=int, default=96)
+    p.add_argument("--val-images", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.02, help="the paper's detector: 0.02 at batch 16")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: steps / 12)")
     p.add_argument("--eval-every", type=int, default=None, help="default: steps / 4")
-    p.add_argument("--fpn-channels", type=int, default=128, help="FPN width (the paper's detector: 256)")
+    p.add_argument("--fpn-channels", type=int, default=64, help="FPN width (the paper's detector: 256)")
     p.add_argument("--trainable-layers", type=int, default=None, help="trunk stages trained (default: torchvision's)")
     p.add_argument("--weights-backbone", action="append", default=[], metavar="TRUNK=FILE|true",
                    help="ImageNet weights for a trunk (a file, or true for the released ones)")

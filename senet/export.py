@@ -98,9 +98,11 @@ def _onnx(model: nn.Module, tmp: Path, example: torch.Tensor, meta: dict[str, st
     dims = {**({0: auto} if dynamic_batch else {}), **({2: auto, 3: auto} if dynamic_size else {})}
     with _quiet() as log:
         try:
-            program = torch.onnx.export(model, (example,), dynamo=True, optimize=optimize, opset_version=opset,
-                                        input_names=["input"], output_names=["output"],
-                                        dynamic_shapes=({**dims},) if dims else None)
+            # torch.export first, on its own: the ONNX exporter would otherwise fall back to other
+            # capture strategies, and a program that torch.export cannot capture is worth naming
+            exported = torch.export.export(model, (example,), dynamic_shapes=({**dims},) if dims else None)
+            program = torch.onnx.export(exported, (example,), dynamo=True, optimize=optimize, opset_version=opset,
+                                        input_names=["input"], output_names=["output"])
         except Exception as e:  # noqa: BLE001 (torch.export / onnxscript failures have many types)
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SenetError(f"ONNX export failed: {detail[:300]}") from None

@@ -21,9 +21,9 @@ FAMILY_CASES = [
     ("cifar_se_resnet20", {}, 32),
     ("se_wrn16_8", {}, 32),
     ("se_shake_shake26_2x32d", {}, 32),
-    ("se_vgg16_bn", {"mlp_width": 32}, 224),
+    ("se_vgg16_bn", {"mlp_width": 32}, 256),
     ("se_bn_inception", {}, 64),
-    ("se_inception_resnet_v2", {"blocks": (1, 1, 1)}, 75),
+    ("se_inception_resnet_v2", {"blocks": (1, 1, 1)}, 139),
     ("se_mobilenet", {"width_mult": 0.25}, 64),
     ("se_shufflenet_g3", {"layers": (2, 1, 1)}, 64),
 ]

@@ -11,6 +11,7 @@ import torch
 
 from senet.analysis.ablate import STUDIES, baseline_model, plan_study, se_stage_numbers, study_cells
 from senet.analysis.ablate_report import mean_std
+from senet.analysis.paired import paired_difference, t_quantile_975
 from senet.analysis.paper_ablations import paper_ablation, paper_ablations
 from senet.cli import ablate_cmd
 from senet.complexity import complexity
@@ -47,7 +48,7 @@ def gate_study(tree, tmp_path_factory):
 
 # ------------------------------------------------------------------ the grids
 def test_each_study_is_the_papers_grid():
-    assert list(STUDIES) == ["reduction", "squeeze", "gate", "stages", "placement", "nosqueeze"]
+    assert list(STUDIES) == ["reduction", "squeeze", "gate", "stages", "placement", "nosqueeze", "se"]
     grid = {s: {c.id: c.changes for c in study_cells(s)} for s in STUDIES}
     assert grid["reduction"] == {"r2": {"reduction": 2}, "r4": {"reduction": 4}, "r8": {"reduction": 8},
                                  "r16": {"reduction": 16}, "r32": {"reduction": 32}, "none": None}
@@ -57,6 +58,7 @@ def test_each_study_is_the_papers_grid():
                               "stage4": {"se_stages": [4]}, "all": {"se_stages": None}, "none": None}
     assert grid["placement"] == {p: {"placement": p} for p in ("standard", "pre", "post", "identity", "conv3x3")}
     assert grid["nosqueeze"] == {"nosqueeze": {"squeeze": "none"}, "se": {"squeeze": "avg"}, "none": None}
+    assert grid["se"] == {"se": {}, "none": None}
     assert [c.label for c in study_cells("placement")] == ["SE", "SE-PRE", "SE-POST", "SE-Identity", "SE_3x3"]
 
 
@@ -73,8 +75,9 @@ def test_plans_for_the_default_recipe_build_and_follow_r():
         with torch.device("meta"):
             params.append(complexity(create_model(c.model, **c.kwargs), (3, 32, 32)).params)
     assert params == sorted(params, reverse=True) and len(set(params)) == 6
-    assert [r.folder for r in plan.runs[:4]] == ["r2/seed0", "r2/seed1", "r2/seed2", "r4/seed0"]
-    assert [r.config.run.seed for r in plan.runs[:3]] == [0, 1, 2]
+    # seed by seed: a study stopped part way holds complete pairs
+    assert [r.folder for r in plan.runs[:7]] == [f"{c}/seed0" for c in ("r2", "r4", "r8", "r16", "r32", "none")] + ["r2/seed1"]
+    assert [r.config.run.seed for r in plan.runs[::6]] == [0, 1, 2]
     assert plan.runs[-1].config.model.name == "cifar_resnet20"
 
     assert se_stage_numbers("cifar_se_resnet20") == [2, 3, 4]
@@ -100,7 +103,7 @@ def test_baseline_models_are_found_in_the_registry():
 
 def test_bad_studies_recipes_and_cells_are_clear_errors():
     with pytest.raises(ConfigError, match="unknown study 'ratio'; studies: reduction, squeeze, gate, stages, "
-                                          "placement, nosqueeze"):
+                                          "placement, nosqueeze, se"):
         _ablate("--study", "ratio", "--dry-run")
     with pytest.raises(ConfigError, match="use its SE variant 'cifar_se_resnet110'"):
         _ablate("--study", "gate", "--recipe", "cifar10/resnet110", "--dry-run")
@@ -253,3 +256,47 @@ def test_an_interrupted_cell_is_resumed(tree, tmp_path, monkeypatch, capsys):
     none = next(line for line in table.splitlines() if line.startswith("| no SE |"))
     assert f"| {summary_none['params']:,} |" in none
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_se_study_reports_the_paired_difference_and_learning_curves(tree, tmp_path, capsys):
+    """SE against its baseline, two seeds, two evaluated epochs: the table's difference is the
+    mean of the per-seed differences of the runs' own summaries, with a t interval around it;
+    curves.csv holds every evaluated epoch of every cell."""
+    out = tmp_path / "se"
+    args = [*TINY[:TINY.index("--epochs")], "--epochs", "2", "--no-progress"]
+    args[args.index("run.max_steps=4")] = "run.max_steps=0"  # two whole epochs
+    assert _ablate("--study", "se", "--seeds", 2, "--data", tree, "--out", out, *args) == 0
+    summaries = {(cell, s): json.loads((out / cell / f"seed{s}" / "summary.json").read_text())
+                 for cell in ("se", "none") for s in (0, 1)}
+    assert summaries[("none", 0)]["model"] == "cifar_resnet20" and summaries[("se", 0)]["model"] == "cifar_se_resnet20"
+    diffs = [100 * (summaries[("se", s)]["test_top1_err"] - summaries[("none", s)]["test_top1_err"]) for s in (0, 1)]
+    row = next(r for r in csv.DictReader((out / "results.csv").open()) if r["cell"] == "se")
+    assert float(row["top1_diff_vs_none"]) == pytest.approx(statistics.mean(diffs), abs=1e-4)
+    assert row["diff_pairs"] == "2"
+    low, high = float(row["top1_diff_ci_low"]), float(row["top1_diff_ci_high"])
+    assert low <= float(row["top1_diff_vs_none"]) <= high
+    assert (high - low) / 2 == pytest.approx(t_quantile_975(1) * statistics.stdev(diffs) / 2 ** 0.5, abs=1e-3)
+    table = (out / "table.md").read_text()
+    assert "| Δ top-1 vs no SE |" in table and "23.29 (6.62) (T2)" in table
+    curves = list(csv.DictReader((out / "curves.csv").open()))
+    assert [(r["cell"], float(r["epoch"]), r["n_seeds"]) for r in curves] == [
+        ("se", 1.0, "2"), ("se", 2.0, "2"), ("none", 1.0, "2"), ("none", 2.0, "2")]
+    last = [100 * summaries[("none", s)]["test_top1_err"] for s in (0, 1)]
+    assert float(curves[-1]["test_top1_err_mean"]) == pytest.approx(statistics.mean(last), abs=1e-4)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "curves.png" in capsys.readouterr().out
+
+
+def test_paired_difference_pairs_by_seed():
+    a, b = {0: 10.0, 1: 12.0, 2: 11.0, 7: 50.0}, {0: 11.0, 1: 12.6, 2: 12.2}
+    d = paired_difference(a, b)
+    diffs = [a[s] - b[s] for s in (0, 1, 2)]
+    assert d.seeds == (0, 1, 2) and d.mean == pytest.approx(statistics.mean(diffs))
+    assert d.std == pytest.approx(statistics.stdev(diffs))
+    assert d.ci_low < d.mean < d.ci_high and d.ci_high < 0  # all three seeds agree
+    one = paired_difference({0: 1.0}, {0: 3.0})
+    assert one.mean == -2.0 and one.ci_low is None and "no interval" in one.text()
+    assert paired_difference({0: 1.0}, {1: 1.0}) is None
+    # t quantiles fall towards the normal one as the degrees of freedom grow
+    qs = [t_quantile_975(df) for df in (1, 2, 5, 30, 31, 100, 10**6)]
+    assert qs == sorted(qs, reverse=True) and qs[-1] == pytest.approx(1.96, abs=1e-3)

@@ -25,6 +25,8 @@ def _check_metadata(path, model) -> None:
 
 @pytest.mark.parametrize("name,kwargs,side", FAMILY_CASES, ids=IDS)
 def test_onnx_with_dynamic_batch_and_size(tmp_path, name, kwargs, side):
+    """torch.export.export with batch and H/W dynamic, then the ONNX translation: onnxruntime
+    agrees with PyTorch at the example shape and at another batch and size."""
     model, _, _ = small(name, kwargs, side)
     out = export_model(model, tmp_path / "m.onnx", input_size=(3, side, side), dynamic_batch=True,
                        dynamic_size=True, optimize=False)

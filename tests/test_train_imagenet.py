@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from senet.cli.main import main
 from senet.train import RunDir, Trainer, list_recipes, resolve
 from senet.train.schedule import plateau_drops
 
@@ -41,7 +42,7 @@ def test_every_imagenet_recipe_resolves_to_the_paper_setting():
     assert (mobile.data.batch_size, mobile.optim.lr, mobile.schedule.name) == (256, 0.1, "plateau")
 
 
-def test_a_few_steps_on_a_tree_built_here_whatever_the_number_of_workers(tiny_tree, tmp_path):
+def test_a_few_steps_on_a_tree_built_here_whatever_the_number_of_workers(tiny_tree, tmp_path, capsys):
     """A tree with train/ and test/ (val/ is looked for first); the learning rate follows the
     recipe's linear rule; 0 and 2 workers give the same weights (augmentation is seeded per image)."""
     runs = {}
@@ -58,6 +59,20 @@ def test_a_few_steps_on_a_tree_built_here_whatever_the_number_of_workers(tiny_tr
     assert float(row["lr"]) == pytest.approx(0.6 * 8 / 1024, rel=1e-4)
     meta = json.loads((tmp_path / "w2" / "summary.json").read_text())
     assert meta["model"] == "se_resnet18" and meta["dataset"] == "imagenet"
+    # `senet eval --run` of a streamed run reads its tree as an ImageFolder, here at another size
+    assert main(["eval", "--run", str(tmp_path / "w2"), "--input-size", "40", "--device", "cpu"]) == 0
+    assert "32 images at 40x40" in capsys.readouterr().out
+
+
+def test_the_places365_recipes_are_table_6(tiny_tree, tmp_path):
+    se, base = resolve("places365/se_resnet152", []), resolve("places365/resnet152", [])
+    assert (se.model.name, base.model.name) == ("se_resnet152", "resnet152")
+    assert se.data.loader == "stream" and se.data.dataset == "places365"
+    assert {k: v for k, v in se.to_dict().items() if k not in ("recipe", "description", "model")} == {
+        k: v for k, v in base.to_dict().items() if k not in ("recipe", "description", "model")}
+    summary = _fit(resolve("places365/se_resnet152", _tiny(tiny_tree, "run.max_steps=1", "data.workers=0")),
+                   tmp_path / "p")
+    assert summary["dataset"] == "places365" and summary["steps"] == 1
 
 
 def test_plateau_schedule_and_frozen_batch_norm(tiny_tree, tmp_path):

@@ -9,7 +9,11 @@ changed (:class:`senet.layers.SEConfig`), or the recipe model's baseline without
 * ``gate`` (Table 12): sigmoid, tanh, ReLU as the excitation's gate (eq. 3);
 * ``stages`` (Table 13): SE in one stage at a time, in all stages, in none;
 * ``placement`` (Tables 14-15): SE, SE-PRE, SE-POST, SE-Identity, SE_3x3;
-* ``nosqueeze`` (Table 16): NoSqueeze (no pooling, 1x1 convolutions) vs SE vs no SE.
+* ``nosqueeze`` (Table 16): NoSqueeze (no pooling, 1x1 convolutions) vs SE vs no SE;
+* ``se`` (Tables 2, 4-5): the recipe's SE model against its baseline, trained the same way.
+
+Where a study has the baseline without SE, the report gives each SE cell's paired
+difference from it over the seeds (same seed, same data order) with a 95% interval.
 
 This module plans a study; :mod:`senet.analysis.ablate_run` trains every cell with the
 recipe for each of ``K`` seeds by the ordinary trainer
@@ -39,6 +43,7 @@ STUDIES: dict[str, tuple[str, str]] = {
     "stages": ("SE in one stage at a time", "Table 13"),
     "placement": ("Where the SE block goes in the residual unit", "Tables 14-15"),
     "nosqueeze": ("No squeeze (NoSqueeze)", "Table 16"),
+    "se": ("SE block against its baseline", "Tables 2, 4-5"),
 }
 REDUCTIONS = (2, 4, 8, 16, 32)
 
@@ -82,6 +87,8 @@ def study_cells(study: str, stages: Sequence[int] = (2, 3, 4)) -> list[Cell]:
         names = (("standard", "SE"), ("pre", "SE-PRE"), ("post", "SE-POST"), ("identity", "SE-Identity"),
                  ("conv3x3", "SE_3x3"))
         return [Cell(p, name, {"placement": p}) for p, name in names]
+    if study == "se":
+        return [Cell("se", "SE", {}), NO_SE]
     return [Cell("nosqueeze", "NoSqueeze", {"squeeze": "none"}), Cell("se", "SE", {"squeeze": "avg"}), NO_SE]
 
 
@@ -268,8 +275,10 @@ def plan_study(
     planned = [_concrete(c, name, base_kwargs, lambda: baseline_model(name)) for c in grid]
     seed_list = [base.run.seed + k for k in range(seeds)]
     plan = StudyPlan(study, base.recipe, name, base, planned, seed_list)
-    for pc in planned:
-        for seed in seed_list:
+    # seed by seed, every cell of a seed before the next seed: a study stopped part way holds
+    # complete pairs (each cell with the same seeds) for the paired comparison
+    for seed in seed_list:
+        for pc in planned:
             values = base.to_dict()
             values["model"] = {"name": pc.model, "kwargs": pc.kwargs}
             cfg = config_from_dict(merge(values, {"run": {"seed": seed}}))

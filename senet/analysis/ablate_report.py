@@ -3,8 +3,11 @@ table (``table.md``), ``results.csv`` / ``results.json`` and ``plot.png``.
 
 Errors are test-set top-1 / top-5 error in %, as mean and sample standard deviation
 (``ddof=1``) over the seeds; '-' where there is one seed. Beside each row stands the paper's
-ImageNet top-1 (top-5) error for the same variant of SE-ResNet-50 (Tables 10-16), which is
-comparable in its trend across the rows only, not in absolute terms.
+ImageNet top-1 (top-5) error for the same variant of SE-ResNet-50 (Tables 2, 10-16), which is
+comparable in its trend across the rows only, not in absolute terms. Where the study has the
+baseline without SE, each SE cell's paired difference from it (same seeds) is given with its
+95% t interval (:mod:`senet.analysis.paired`). ``curves.csv`` / ``curves.png``: the test error
+per epoch of every cell, mean and spread over the seeds.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Any
 
 from senet.analysis.ablate import PlannedCell, StudyPlan
 from senet.analysis.ablate_run import RunOutcome
+from senet.analysis.paired import PairedDifference, paired_difference
 from senet.analysis.paper_ablations import PAPER_SETTING, paper_ablation
 
 RESULTS_CSV, RESULTS_JSON, TABLE_MD, PLOT_PNG = "results.csv", "results.json", "table.md", "plot.png"
+CURVES_CSV, CURVES_PNG = "curves.csv", "curves.png"
 
 
 @dataclass
@@ -56,6 +61,23 @@ class CellResult:
     @property
     def top5_std(self) -> float | None:
         return mean_std(self.top5)[1]
+
+    @property
+    def top1_by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.top1))
+
+
+def paired_with_baseline(results: Sequence[CellResult]) -> dict[str, PairedDifference]:
+    """Per SE cell: its top-1 error minus the no-SE cell's, paired by seed (empty when the
+    study has no baseline cell or no seed both finished)."""
+    base = next((r for r in results if not r.cell.cell.has_se), None)
+    if base is None:
+        return {}
+    out = {}
+    for r in results:
+        if r.cell.cell.has_se and (d := paired_difference(r.top1_by_seed, base.top1_by_seed)) is not None:
+            out[r.cell.id] = d
+    return out
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -120,6 +142,8 @@ def markdown_table(plan: StudyPlan, results: Sequence[CellResult]) -> str:
     """The paper-shaped table: one row per cell, this study's errors (mean ± std over seeds),
     params and FLOPs, and the paper's ImageNet figures beside."""
     unit, scale = _flops_unit(results)
+    paired = paired_with_baseline(results)
+    has_base = any(not r.cell.cell.has_se for r in results)
     b = plan.base
     subset = f", {b.data.train_subset} training images" if b.data.train_subset else ""
     steps = f", at most {b.run.max_steps} steps" if b.run.max_steps else ""
@@ -132,16 +156,25 @@ def markdown_table(plan: StudyPlan, results: Sequence[CellResult]) -> str:
         f"Paper columns: {PAPER_SETTING}, top-1 (top-5) error in % and params / GFLOPs at 224x224 "
         "as the paper gives them (T = its table). A different dataset, model and budget: compare "
         "the trend across rows, not the absolute numbers.",
+    ]
+    if has_base:
+        lines.append("Δ vs no SE: top-1 error minus the no-SE cell's, paired by seed, mean [95% t interval] "
+                     "in points; an interval that excludes 0 is a difference these seeds resolve.")
+    lines += [
         "",
-        f"| cell | top-1 err % | top-5 err % | seeds | params | {unit} | paper top-1 (top-5) % | "
-        "paper params / GFLOPs | note |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| cell | top-1 err % | top-5 err % |{' Δ top-1 vs no SE |' if has_base else ''} seeds | params | "
+        f"{unit} | paper top-1 (top-5) % | paper params / GFLOPs | note |",
+        "|---|---|---|" + ("---|" if has_base else "") + "---|---|---|---|---|---|",
     ]
     for r in results:
         paper_err, paper_cost = _paper(plan.study, r.cell.id)
         params = f"{r.params:,}" if r.params is not None else "-"
         flops = f"{r.flops / scale:.3f}" if r.flops is not None else "-"
-        lines.append(f"| {r.cell.label} | {_err(r.top1_mean, r.top1_std)} | {_err(r.top5_mean, r.top5_std)} | "
+        diff = ""
+        if has_base:
+            d = paired.get(r.cell.id)
+            diff = f" {d.text() if d else '-'} |"
+        lines.append(f"| {r.cell.label} | {_err(r.top1_mean, r.top1_std)} | {_err(r.top5_mean, r.top5_std)} |{diff} "
                      f"{r.n} | {params} | {flops} | {paper_err} | {paper_cost} | {_notes(r)} |")
     return "\n".join(lines) + "\n"
 
@@ -149,14 +182,19 @@ def markdown_table(plan: StudyPlan, results: Sequence[CellResult]) -> str:
 def result_rows(plan: StudyPlan, results: Sequence[CellResult]) -> list[dict[str, Any]]:
     """One flat record per cell: what ``results.csv`` and ``results.json`` hold."""
     rows = []
+    paired = paired_with_baseline(results)
     for r in results:
         paper = paper_ablation(plan.study, r.cell.id)
+        d = paired.get(r.cell.id)
         rows.append({
             "study": plan.study, "cell": r.cell.id, "label": r.cell.label, "model": r.cell.model,
             "kwargs": json.dumps(r.cell.kwargs, sort_keys=True), "n_seeds": r.n,
             "seeds": " ".join(map(str, r.seeds)),
             "top1_err_mean": r.top1_mean, "top1_err_std": r.top1_std,
             "top5_err_mean": r.top5_mean, "top5_err_std": r.top5_std,
+            "top1_diff_vs_none": d.mean if d else None, "top1_diff_std": d.std if d else None,
+            "top1_diff_ci_low": d.ci_low if d else None, "top1_diff_ci_high": d.ci_high if d else None,
+            "diff_pairs": d.n if d else 0,
             "params": r.params, "flops": r.flops,
             "paper_table": paper.table if paper else None, "paper_top1": paper.top1 if paper else None,
             "paper_top5": paper.top5 if paper else None, "paper_params_m": paper.params_m if paper else None,
@@ -225,21 +263,94 @@ def plot_results(plan: StudyPlan, results: Sequence[CellResult], path: str | Pat
     atomic_write(Path(path), lambda f: f.write(buf.getvalue()))
 
 
+# ------------------------------------------------------------------ learning curves
+def learning_curves(plan: StudyPlan, out: Path) -> list[dict[str, Any]]:
+    """Per cell and epoch: test top-1 error (%) and training loss, mean, sample std, min and max
+    over the seeds whose ``metrics.csv`` has that epoch (evaluated epochs only)."""
+    per: dict[tuple[str, float], dict[str, list[float]]] = {}
+    for run in plan.runs:
+        path = out / run.folder / "metrics.csv"
+        if not path.is_file():
+            continue
+        for row in csv.DictReader(path.read_text().splitlines()):
+            if not row.get("test_top1_err"):
+                continue
+            acc = per.setdefault((run.cell.id, float(row["epoch"])), {"err": [], "loss": []})
+            acc["err"].append(100 * float(row["test_top1_err"]))
+            acc["loss"].append(float(row["train_loss"]))
+    order = {pc.id: i for i, pc in enumerate(plan.cells)}
+    rows = []
+    for (cell, epoch), acc in sorted(per.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        err_mean, err_std = mean_std(acc["err"])
+        loss_mean, loss_std = mean_std(acc["loss"])
+        rows.append({"cell": cell, "epoch": epoch, "n_seeds": len(acc["err"]), "test_top1_err_mean": err_mean,
+                     "test_top1_err_std": err_std, "test_top1_err_min": min(acc["err"]),
+                     "test_top1_err_max": max(acc["err"]), "train_loss_mean": loss_mean, "train_loss_std": loss_std})
+    return rows
+
+
+def plot_curves(plan: StudyPlan, rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Test error and training loss per epoch of every cell: the mean over seeds, with a band of
+    one sample std (min to max where one std is undefined)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from senet.utils.atomic import atomic_write
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    labels = {pc.id: pc.label for pc in plan.cells}
+    for i, cell in enumerate(dict.fromkeys(r["cell"] for r in rows)):
+        mine = [r for r in rows if r["cell"] == cell]
+        x = [r["epoch"] for r in mine]
+        colour = f"C{i}"
+        for ax, key in ((axes[0], "test_top1_err"), (axes[1], "train_loss")):
+            mean = [r[f"{key}_mean"] for r in mine]
+            std = [r[f"{key}_std"] for r in mine]
+            if key == "test_top1_err" and any(s is None for s in std):
+                lo, hi = [r["test_top1_err_min"] for r in mine], [r["test_top1_err_max"] for r in mine]
+            else:
+                lo = [m - (s or 0.0) for m, s in zip(mean, std)]
+                hi = [m + (s or 0.0) for m, s in zip(mean, std)]
+            ax.plot(x, mean, "-o", ms=3, color=colour, label=f"{labels.get(cell, cell)} (n={mine[-1]['n_seeds']})")
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.2, linewidth=0)
+    axes[0].set(xlabel="epoch", ylabel="test top-1 error (%)")
+    axes[1].set(xlabel="epoch", ylabel="training loss")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{plan.title}: {plan.model} on {plan.base.data.dataset} (mean ± 1 std over seeds)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(Path(path), lambda f: f.write(buf.getvalue()))
+
+
+def _csv_text(rows: Sequence[dict[str, Any]], empty_header: str) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [empty_header], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
 # ------------------------------------------------------------------ all of it
 def write_report(plan: StudyPlan, outcomes: Sequence[RunOutcome], out: str | Path) -> str:
-    """Write ``results.csv``, ``results.json``, ``table.md`` and ``plot.png`` into ``out``;
-    returns the Markdown table."""
+    """Write ``results.csv``, ``results.json``, ``table.md``, ``plot.png``, ``curves.csv`` and
+    ``curves.png`` into ``out``; returns the Markdown table."""
     from senet.utils.atomic import write_text
 
     out = Path(out)
     results = collect(plan, outcomes)
     rows = result_rows(plan, results)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["study"], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text(out / RESULTS_CSV, buf.getvalue())
+    write_text(out / RESULTS_CSV, _csv_text(rows, "study"))
+    curves = learning_curves(plan, out)
+    write_text(out / CURVES_CSV, _csv_text(curves, "cell"))
+    if curves:
+        plot_curves(plan, curves, out / CURVES_PNG)
     meta = {k: v for k, v in plan.to_dict().items() if k not in ("cells", "runs", "base_config")}
     write_text(out / RESULTS_JSON, json.dumps({**meta, "paper": PAPER_SETTING, "cells": rows}, indent=2) + "\n")
     table = markdown_table(plan, results)

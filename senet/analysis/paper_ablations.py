@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-PAPER_SETTING = "ImageNet, SE-ResNet-50 (Hu et al., Tables 10-16)"
+PAPER_SETTING = "ImageNet, SE-ResNet-50 (Hu et al., Tables 2, 10-16)"
 
 
 @dataclass(frozen=True)

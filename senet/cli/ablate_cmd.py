@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from senet.analysis.ablate import STUDIES
 from senet.cli.options import add_device, positive_int
 from senet.cli.train_cmd import shortcuts
 
-HELP = "run one of the paper's ablation studies (Tables 10-16) with a recipe, several seeds per cell, resumable"
+HELP = ("run one of the paper's ablation studies (Tables 10-16), or SE against its baseline (--study se), "
+        "with a recipe, several seeds per cell, resumable")
 
-STUDY_NAMES = "reduction, squeeze, gate, stages, placement, nosqueeze"
+STUDY_NAMES = ", ".join(STUDIES)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from senet.analysis.ablate import plan_study, safe_name
-    from senet.analysis.ablate_report import PLOT_PNG, RESULTS_CSV, RESULTS_JSON, TABLE_MD, write_report
+    from senet.analysis.ablate_report import (CURVES_CSV, CURVES_PNG, PLOT_PNG, RESULTS_CSV, RESULTS_JSON, TABLE_MD,
+                                             write_report)
     from senet.analysis.ablate_run import run_study
     from senet.errors import SenetError
     from senet.train.distributed import dist_env
@@ -64,5 +67,7 @@ def run(args: argparse.Namespace) -> int:
     table = write_report(plan, outcomes, out)
     print()
     print(table, end="")
-    print(f"\nwrote {', '.join(str(out / f) for f in (TABLE_MD, RESULTS_CSV, RESULTS_JSON, PLOT_PNG))}")
+    written = [str(out / f) for f in (TABLE_MD, RESULTS_CSV, RESULTS_JSON, PLOT_PNG, CURVES_CSV, CURVES_PNG)
+               if (out / f).exists()]
+    print(f"\nwrote {', '.join(written)}")
     return 0

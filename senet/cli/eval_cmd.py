@@ -13,7 +13,7 @@ HELP = "evaluate a trained run (--run DIR) or a weight file (--weights FILE [--m
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_arguments(p)
     add_device(p)
-    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--input-size", type=positive_int, default=None, metavar="SIDE",
                    help="evaluate at this side, e.g. 320 (Table 8; default: the weights' input size)")
     p.add_argument("--crop-pct", type=positive_float, default=None,

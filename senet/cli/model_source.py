@@ -90,7 +90,8 @@ def load_source(args: argparse.Namespace) -> ModelSource:
     source = load_model(args)
     if source.run is not None:
         cfg = source.run.config()
-        source.dataset = args.dataset or cfg.data.dataset
+        # a streamed run (ImageNet, Places365) names its dataset, but its --data is an ImageFolder tree
+        source.dataset = args.dataset or (cfg.data.dataset if cfg.data.loader == "memory" else "imagefolder")
         source.data = args.data if args.data is not None else cfg.data.path
     else:
         source.dataset = args.dataset or "cifar10"

@@ -57,7 +57,7 @@ class DataConfig:
     dataset: str = "cifar10"
     path: str | None = None  # --data; None searches the usual places (senet.data.locate)
     batch_size: int = 128  # the global batch
-    eval_batch_size: int = 500
+    eval_batch_size: int = 128  # the fastest on a 2-core CPU (benchmarks/train_speed.py: 2.3x batch 500)
     pad: int = 4
     crop: int = 32
     flip: bool = True
@@ -134,7 +134,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    channels_last: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on (CPU and CUDA)
     compile: bool = False
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     eval_every: int = 1  # epochs between test evaluations (the last epoch always evaluates)

@@ -50,6 +50,7 @@ from senet.utils.seeding import derive_seed, seed_everything
 #: steps between looks at the loss and weight checks on a GPU (each look waits for the GPU);
 #: on the CPU every step is looked at. A save always looks first.
 GPU_CHECK_EVERY = 25
+PLOT_EVERY_S = 60.0  # seconds between redraws of curves.png (the last epoch always draws)
 
 
 class TrainingDiverged(SenetError):
@@ -114,7 +115,9 @@ class Trainer:
             raise SenetError(f"the global batch data.batch_size={cfg.data.batch_size} must split evenly over "
                              f"{self.env.world_size} process(es) x run.accum_steps={r.accum_steps} micro-batches")
         self.precision = r.precision if r.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
-        self.channels_last = self.device.type == "cuda" if r.channels_last is None else r.channels_last
+        # channels_last by default on every device: 1.2-1.4x the images/s of NCHW for CIFAR ResNets
+        # on a 2-core CPU too (benchmarks/train_speed.py, docs/results/train-speed)
+        self.channels_last = True if r.channels_last is None else r.channels_last
         seed_everything(r.seed)
 
         self.source = make_source(cfg, self.device, self.env, channels_last=self.channels_last)
@@ -152,6 +155,7 @@ class Trainer:
         self.meters = self._zero_meters()
         self.elapsed = 0.0  # wall seconds of earlier sessions of this run
         self._rotate = True  # keep the checkpoint a save replaces as the previous one
+        self._plotted = -math.inf  # when curves.png was last drawn
         if resume:
             self._resume()
         if self.env.rank:  # the model's own draws (dropout, Shake-Shake) differ between ranks
@@ -414,7 +418,10 @@ class Trainer:
                        f"err {100 * row['train_top1_err']:.2f}%{test}  lr {row['lr']:.4g}  "
                        f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f} s")
             self.run.write_metrics(self.history)
-            self.run.write_curves(self.history)
+            # the plot is for people (metrics.csv is the record): redrawn at most once a minute
+            if last or time.perf_counter() - self._plotted >= PLOT_EVERY_S:
+                self.run.write_curves(self.history)
+                self._plotted = time.perf_counter()
 
     def test(self) -> dict[str, float]:
         """Loss, top-1 and top-5 error on the test (val) split, shared out over the group."""

@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     p.add_argument("--eval-batches", type=int, nargs="+", default=[128, 512, 1000])
+    p.add_argument("--se-pair", nargs=2, default=["cifar_resnet20", "cifar_se_resnet20"], metavar=("BASE", "SE"),
+                   help="the baseline and SE model timed against each other")
     p.add_argument("--compile", action="store_true", help="also Inductor's compiled step (minutes of compiling)")
     p.add_argument("--profile", metavar="FILE", help="also write torch.profiler's table of a few default "
                    "(channels_last) steps of the first model here: where the time goes")
@@ -126,6 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         for c, row in rows.items():
             print(f"  {c:<24} {row['images_per_s']:7.1f} img/s  x{row['speedup']:.3f} "
                   f"({row['speedup_q1']:.3f}-{row['speedup_q3']:.3f})")
+
+    # SE against its baseline, both in one interleaved comparison (the 1.10x target)
+    pair = {}
+    for fmt, cl in (("channels_last", True), ("nchw", False)):
+        pair[f"{args.se_pair[0]} {fmt}"] = make_step(args.se_pair[0], b, cl, "for-loop")
+        pair[f"{args.se_pair[1]} {fmt}"] = make_step(args.se_pair[1], b, cl, "for-loop")
+    pst = compare(pair, repeats=args.repeats, inner=1, warmup=2)
+    results["se_overhead"] = {}
+    print(f"\ntime per step, {args.se_pair[1]} / {args.se_pair[0]} (paired, median and IQR):")
+    for fmt in ("channels_last", "nchw"):
+        r = ratio(pst, f"{args.se_pair[1]} {fmt}", f"{args.se_pair[0]} {fmt}")
+        results["se_overhead"][fmt] = {"ratio": r.median, "q1": r.q1, "q3": r.q3}
+        print(f"  {fmt:<14} {r.median:.3f} ({r.q1:.3f}-{r.q3:.3f})")
 
     first = args.models[0]
     aug = compare({"contiguous": make_augment(b, False), "channels_last": make_augment(b, True),

@@ -147,7 +147,7 @@ def test_a_dead_worker_ends_the_group_and_a_restart_resumes(tiny_tree, tmp_path)
 @pytest.mark.slow
 def test_a_run_started_on_two_processes_resumes_on_one(tiny_tree, tmp_path):
     run = tmp_path / "run"
-    proc = _torchrun("--data", str(tiny_tree), *SMALL, "--epochs", "30", "--set", "run.checkpoint_every=1",
+    proc = _torchrun("--data", str(tiny_tree), *SMALL, "--epochs", "15", "--set", "run.checkpoint_every=1",
                      "--out", str(run))
     _wait_for(lambda: (run / "checkpoint.pt").exists() and (run / "metrics.csv").exists(), 180,
               "the end of the first epoch", proc)
@@ -159,7 +159,7 @@ def test_a_run_started_on_two_processes_resumes_on_one(tiny_tree, tmp_path):
     assert main(["train", "--resume", str(run), "--set", "run.accum_steps=2", "--no-progress"]) == 0
     events = (run / "events.log").read_text()
     assert "rank 0 of 2" in events and "resumed at" in events
-    ref = _single(tiny_tree, tmp_path / "one", epochs=30)
+    ref = _single(tiny_tree, tmp_path / "one", epochs=15)
     got = _params(run / "model.safetensors")
     for key in ref:  # same global batches, same micro-batches: the same run
         torch.testing.assert_close(got[key], ref[key], rtol=0, atol=1e-5, msg=key)

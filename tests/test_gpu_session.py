@@ -31,7 +31,7 @@ def kit(monkeypatch):
 def test_a_session_packs_its_runs_and_the_next_resumes_them(kit, tmp_path, capsys):
     tree = make_tree(tmp_path / "tree", classes=2, train=32, test=8)
     first = tmp_path / "out1"
-    assert kit.main(["--data", str(tree), "--out", str(first), "--budget", "50", *TINY, "--stream-model", "resnet18",
+    assert kit.main(["--data", str(tree), "--out", str(first), "--budget", "40", *TINY, "--stream-model", "resnet18",
                      "--throughput-models", "cifar_resnet20", "--throughput-steps", "1",
                      "--stream", "2", "1", "0", "40", "32"]) == 0
     results = json.loads((first / "results.json").read_text())
@@ -52,7 +52,7 @@ def test_a_session_packs_its_runs_and_the_next_resumes_them(kit, tmp_path, capsy
 
     second = tmp_path / "out2"
     capsys.readouterr()
-    assert kit.main(["--data", str(tree), "--out", str(second), "--budget", "35", *TINY, "--resume-from", str(first),
+    assert kit.main(["--data", str(tree), "--out", str(second), "--budget", "25", *TINY, "--resume-from", str(first),
                      "--throughput-models", "--stream", "2", "0", "0", "40", "32"]) == 0
     assert "resuming 2 run(s)" in capsys.readouterr().out
     again = {r["run"]: r for r in json.loads((second / "results.json").read_text())["runs"]}

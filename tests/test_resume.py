@@ -89,7 +89,7 @@ def _assert_same(run: Path, reference):
     assert strip((run / "metrics.csv").read_text()) == strip(metrics)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 2])  # steps 7 and 1: after and before the first checkpoint
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(seed, tree, reference, tmp_path):
     kill_step = random.Random(seed).randrange(1, STEPS)
     run = tmp_path / "run"

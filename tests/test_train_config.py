@@ -17,7 +17,7 @@ def test_every_recipe_resolves_to_a_registered_model(name):
     cfg = resolve(name)
     assert cfg.recipe == name and cfg.description
     info = senet.model_info(cfg.model.name)
-    assert info.input_size[1] == cfg.data.crop == (224 if name.startswith("imagenet/") else 32)
+    assert info.input_size[1] == cfg.data.crop == (224 if name.startswith(("imagenet/", "places365/")) else 32)
     assert read_recipe(name)  # states something
 
 

@@ -14,7 +14,7 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from senet.models import FeatureNet, create_model, module_stages
-from senet.models._builder import Pretrained
+from senet.models import Pretrained
 
 #: torchvision's default for a pretrained trunk: the last three stages train (ResNet: layer2-4)
 DEFAULT_TRAINABLE = 3

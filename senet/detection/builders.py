@@ -18,7 +18,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from senet.detection.backbone import fpn_backbone
-from senet.models._builder import Pretrained
+from senet.models import Pretrained
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 

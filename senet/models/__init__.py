@@ -4,7 +4,7 @@ registers every model."""
 from senet.models import cifar_resnet, resnet, shake_shake, wide_resnet  # noqa: F401
 from senet.models import bn_inception, inception_resnet_v2, mobilenet, shufflenet, vgg  # noqa: F401
 from senet.models._base import SenetModel
-from senet.models._builder import create_model, model_keywords
+from senet.models._builder import Pretrained, create_model, model_keywords
 from senet.models._features import FeatureInfo, FeatureNet, module_stages
 from senet.models._pretrained import (
     LoadResult,
@@ -34,6 +34,7 @@ __all__ = [
     "LoadResult",
     "ModelInfo",
     "ModelSpec",
+    "Pretrained",
     "PretrainedCfg",
     "Released",
     "SenetModel",

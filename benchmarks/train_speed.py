@@ -44,15 +44,13 @@ def make_step(model_name: str, batch: int, channels_last: bool, sgd: str, *, com
     """One training step of ``model_name`` on a fixed uint8 batch, as the trainer runs it
     (``bf16``: the trainer's CUDA autocast)."""
     from senet import create_model
-    from senet.data.augment import GpuAugment
 
     torch.manual_seed(seed)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = create_model(model_name, num_classes=10).to(device, memory_format=fmt).train()
     kw = {"foreach": sgd == "foreach", "fused": True} if sgd == "fused" else {"foreach": sgd == "foreach"}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, **kw)
-    augment = GpuAugment((0.49, 0.48, 0.45), (0.25, 0.24, 0.26), pad=side // 8, crop=side,
-                         channels_last=channels_last)
+    augment = _augment(channels_last, side)
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8, generator=g).to(device)
     labels = torch.randint(0, 10, (batch,), generator=g).to(device)
@@ -70,10 +68,15 @@ def make_step(model_name: str, batch: int, channels_last: bool, sgd: str, *, com
     return step
 
 
-def make_augment(batch: int, channels_last: bool) -> Callable[[], None]:
+def _augment(channels_last: bool, side: int = 32):
+    """The CIFAR recipes' batched augmentation (pad side/8, random crop, flip, normalise)."""
     from senet.data.augment import GpuAugment
 
-    augment = GpuAugment((0.49, 0.48, 0.45), (0.25, 0.24, 0.26), pad=4, crop=32, channels_last=channels_last)
+    return GpuAugment((0.49, 0.48, 0.45), (0.25, 0.24, 0.26), pad=side // 8, crop=side, channels_last=channels_last)
+
+
+def make_augment(batch: int, channels_last: bool) -> Callable[[], None]:
+    augment = _augment(channels_last)
     images = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8)
     return lambda: augment(images)
 

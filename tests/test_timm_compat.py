@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -236,6 +237,29 @@ def test_senet_save_for_hf_of_a_model_timm_lacks_keeps_senets_keys(tmp_path):
     assert torch.equal(again(x), model(x)) and again.senet_spec.kwargs["reduction"] == 4
     with pytest.raises(RuntimeError, match="Unknown model"):
         timm.create_model(f"local-dir:{folder}")
+
+
+def test_push_to_hf_hub_uploads_the_saved_folder(monkeypatch):
+    import huggingface_hub
+
+    uploaded = {}
+
+    class Api:  # the two calls push_to_hf_hub makes, recorded (no network)
+        def __init__(self, **kwargs):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            uploaded[repo_id] = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+            return "commit"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    model = senet.create_model("cifar_se_resnet20", num_classes=3)
+    assert senet.push_to_hf_hub(model, "me/cifar-se") == "commit"
+    assert sorted(uploaded["me/cifar-se"]) == ["config.json", "model.safetensors"]
+    assert json.loads(uploaded["me/cifar-se"]["config.json"])["architecture"] == "cifar_se_resnet20"
 
 
 def test_bad_repos_are_one_line_errors(tmp_path):

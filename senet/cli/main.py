@@ -20,7 +20,10 @@ COMMANDS = ["train", "eval", "predict", "export", "recipes", "models", "complexi
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from senet import __version__
+
     parser = argparse.ArgumentParser(prog="senet", description="Squeeze-and-Excitation Networks")
+    parser.add_argument("--version", action="version", version=f"senet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"senet.cli.{name}_cmd")
@@ -36,6 +39,11 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:  # before the commands' imports (torch)
+        from senet import __version__
+
+        print(f"senet {__version__}")
+        return 0
     args = build_parser().parse_args(argv)
     from senet.errors import SenetError, fs_error
 

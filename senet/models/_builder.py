@@ -78,6 +78,7 @@ def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str
     except TypeError as e:  # e.g. a keyword the model function sets itself
         raise ValueError(f"{info.name}: {e}") from None
     model.senet_spec = registry.ModelSpec(info.name, {"num_classes": num_classes, **kwargs, **se_kwargs})
+    model._model_args = model.senet_spec.kwargs  # what timm's save_for_hf records to rebuild the model
     return model
 
 
@@ -89,6 +90,7 @@ def create_model(
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
     num_classes: int | None = None,
+    cache_dir: str | Path | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -96,9 +98,14 @@ def create_model(
     Args:
         name: a name from :func:`list_models`, or timm's name for the same network
             (``seresnet50``, ``legacy_seresnet50``, ``seresnext50_32x4d`` ...: the layout timm
-            builds). May be omitted when ``pretrained`` is a file, which then names the model.
+            builds), either with a pretrained tag selecting released weights as timm's
+            (``seresnet50.a1_in1k``; untagged: the default ones); or a Hugging Face repo laid
+            out as timm's ``save_for_hf`` writes it: ``hf-hub:ORG/NAME[@REVISION]`` or
+            ``local-dir:FOLDER`` (its ``config.json`` names the architecture, keywords and
+            preprocessing; ``pretrained=True`` loads its weights). May be omitted when
+            ``pretrained`` is a file, which then names the model.
         pretrained: ``False`` / ``None``: random initialisation; ``True``: the released weights
-            of the model, fetched from the Hugging Face Hub (cached); a path (senet
+            of the model (of its tag), fetched where timm fetches them (cached); a path (senet
             ``.safetensors``, or a timm / Cadene state dict as ``.pth`` / ``.safetensors``) or a
             state dict. The layout the weights were trained with (stride position, stem pooling)
             is read from the file and used unless ``kwargs`` set it (with a warning where they
@@ -110,30 +117,41 @@ def create_model(
             ``out_indices`` (positions in the model's ``feature_info``; default: all) as a list.
         num_classes: classifier outputs; ``None`` keeps the model's default (1000 for ImageNet
             models, 10 for CIFAR ones) or the file's.
+        cache_dir: where downloaded weights are kept instead of the Hugging Face cache and
+            torch.hub's folder (timm's ``cache_dir``).
         **kwargs: model options: ``drop_rate``, ``drop_path_rate``, ``global_pool``,
             ``in_chans`` and each family's own, and on SE models the SE options ``reduction``,
             ``se_bias``, ``squeeze``, ``gate``, ``placement``, ``se_stages``, ``se_divisor``.
             An unknown keyword is a ``ValueError`` listing the model's.
 
     Raises:
-        ValueError: unknown model or keyword, bad option values.
+        ValueError: unknown model, pretrained tag or keyword, bad option values.
         WeightsError: an unreadable weight file, one that does not fit the model (keys named),
-            or released weights that cannot be fetched (the message says which file to pass).
+            or released weights that cannot be fetched (:class:`~senet.errors.WeightsUnavailable`:
+            the message says which file to download and where to put it).
     """
+    from senet.models import _repo
+
     ckpt: Checkpoint | None = None
-    released_cfg: Mapping[str, Any] = {}
-    if pretrained is True:
+    cfg_entries: dict[str, Any] = {}  # the pretrained config of a tag's weights or of a repo
+    released: registry.Released | None = None
+    repo = _repo.open_source(name, pretrained, cache_dir) if name is not None else None
+    if repo is not None:
+        args = dict(repo.model_args)
+        repo_classes = args.pop("num_classes", None)
+        num_classes = repo_classes if num_classes is None else num_classes
+        name, kwargs, cfg_entries = repo.architecture, {**args, **kwargs}, dict(repo.cfg)
+        ckpt = open_checkpoint(repo.weights) if repo.weights is not None else None
+    elif pretrained is True:
         if name is None:
             raise ValueError("pretrained=True needs a model name")
-        from senet.models._hub import download
+        from senet.models._hub import fetch
 
-        info = registry.model_info(name)
-        ckpt = open_checkpoint(download(info))
-        released_cfg = dict(info.released.cfg)
-        if info.released.dataset == "imagenet-1k":
-            from senet.data.transforms import imagenet_classes
-
-            released_cfg["classes"] = imagenet_classes()
+        released = registry.released_weights(name)
+        if released is None:
+            raise WeightsError(f"{name} has no released weights; train it (senet train) or pass pretrained=PATH to "
+                               "a weight file (released: senet.list_models(pretrained=True, include_aliases=True))")
+        ckpt = open_checkpoint(fetch(f"{registry.split_tag(name)[0]}.{released.tag}", released, cache_dir))
     elif pretrained is not None and pretrained is not False:
         ckpt = open_checkpoint(pretrained)
     if name is None:
@@ -141,17 +159,24 @@ def create_model(
             raise ValueError("create_model needs a model name, or pretrained=FILE to read it from")
         name = infer_model(ckpt)
     canonical, alias_kwargs = registry.resolve_name(name)
+    arch, tag = registry.split_tag(name)
+    if released is None and tag is not None:  # a tag without weights still selects their config, as in timm
+        released = registry.released_weights(name)
+    if released is not None:
+        cfg_entries = dict(released.cfg)
+        if pretrained is True and released.dataset == "imagenet-1k":
+            from senet.data.transforms import imagenet_classes
+
+            cfg_entries["classes"] = imagenet_classes()
     info = registry.model_info(canonical)
     kwargs = {**alias_kwargs, **kwargs}
     if ckpt is None:
         model = build(info, num_classes, kwargs)
-        cfg = info.cfg
+        cfg = info.cfg.updated(cfg_entries)
     else:
         model = _build_for(ckpt, info, num_classes, kwargs)
-        cfg = info.cfg.updated(released_cfg).updated(ckpt.metadata.data)
-    classes = cfg.classes if cfg.classes is not None and len(cfg.classes) == model.num_classes else None
-    model.pretrained_cfg = replace(cfg, num_classes=model.num_classes, classes=classes,
-                                   input_size=(model.in_chans, *cfg.input_size[1:])).to_dict()
+        cfg = info.cfg.updated(cfg_entries).updated(ckpt.metadata.data)
+    model.pretrained_cfg = _pretrained_cfg(model, cfg, arch, released)
     if checkpoint_path is not None:
         load_weights(model, checkpoint_path)
     if features_only:
@@ -159,6 +184,20 @@ def create_model(
         features.pretrained_cfg = model.pretrained_cfg
         return features
     return model
+
+
+def _pretrained_cfg(model: nn.Module, cfg: registry.PretrainedCfg, architecture: str,
+                    released: registry.Released | None) -> dict[str, Any]:
+    """``model.pretrained_cfg``: ``cfg`` fitted to the model's head and input channels, with
+    timm's ``architecture`` (the name it was built under), ``tag`` and weight locations."""
+    classes = cfg.classes if cfg.classes is not None and len(cfg.classes) == model.num_classes else None
+    channels = lambda size: None if size is None else (model.in_chans, *size[1:])  # noqa: E731
+    out = replace(cfg, num_classes=model.num_classes, classes=classes, input_size=channels(cfg.input_size),
+                  min_input_size=channels(cfg.min_input_size), test_input_size=channels(cfg.test_input_size)).to_dict()
+    out.update(architecture=architecture, tag=released.tag if released is not None else None)
+    if released is not None:
+        out.update(hf_hub_id=released.hf_hub_id, url=released.url)
+    return out
 
 
 def _build_for(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | None,

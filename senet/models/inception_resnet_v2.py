@@ -279,11 +279,11 @@ def _irv2(kwargs: dict[str, Any]) -> InceptionResNetV2:
 
 register_family("inception_resnet_v2", InceptionResNetV2, placements=RESIDUAL_PLACEMENTS, converters=(from_timm,))
 _CFG = PretrainedCfg(input_size=(3, 299, 299), mean=INCEPTION_MEAN, std=INCEPTION_STD, crop_pct=0.8975,
-                     interpolation="bicubic", min_input_size=MIN_INPUT, first_conv="stem.conv2d_1a.conv")
+                     interpolation="bicubic", min_input_size=(3, MIN_INPUT, MIN_INPUT), first_conv="stem.conv2d_1a.conv")
 
 
 @register_model(family="inception_resnet_v2", has_se=False, cfg=_CFG, released=Released(
-    "timm/inception_resnet_v2.tf_in1k", origin="TF-slim (Google), via timm"))
+    "inception_resnet_v2.tf_in1k", hf_hub_id="timm/", origin="TF-slim (Google), via timm"))
 def inception_resnet_v2(**kwargs: Any) -> InceptionResNetV2:
     """Inception-ResNet-v2 (Table 2, 299x299): 55.8M params, 13.2 GFLOPs (paper: 11.75, see the module)."""
     return _irv2(kwargs)

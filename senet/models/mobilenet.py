@@ -149,8 +149,9 @@ _CFG = PretrainedCfg(first_conv="stem.conv")
 
 
 @register_model(family="mobilenet", has_se=False, cfg=_CFG, released=Released(
-    "timm/mobilenetv1_100.ra4_e3600_r224_in1k", origin="timm (ReLU6, trained by timm)",
-    cfg={"mean": INCEPTION_MEAN, "std": INCEPTION_STD, "crop_pct": 0.875, "interpolation": "bicubic"}))
+    "mobilenetv1_100.ra4_e3600_r224_in1k", hf_hub_id="timm/", origin="timm (ReLU6, trained by timm)",
+    cfg={"mean": INCEPTION_MEAN, "std": INCEPTION_STD, "crop_pct": 0.875, "interpolation": "bicubic",
+         "test_input_size": (3, 256, 256), "test_crop_pct": 0.95}))
 def mobilenet(**kwargs: Any) -> MobileNet:
     """MobileNet v1 1.0-224 (Table 3): 4.2M params, 569 MFLOPs."""
     return _mobilenet(kwargs)

@@ -171,7 +171,7 @@ register_family("vgg", VGG, converters=(from_timm,))
 
 
 @register_model(family="vgg", has_se=False, cfg=PretrainedCfg(first_conv="layer1.0.conv"), released=Released(
-    "timm/vgg16_bn.tv_in1k", origin="torchvision, via timm"))
+    "vgg16_bn.tv_in1k", hf_hub_id="timm/", origin="torchvision, via timm"))
 def vgg16_bn(**kwargs: Any) -> VGG:
     """VGG-16 with batch norm (Table 2): 138.4M params, 15.47 GFLOPs."""
     return _vgg(16, kwargs)

@@ -37,7 +37,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import nn
 
-from senet.layers import ResidualUnit, SEConfig, SqueezeExcite, make_block_se
+from senet.layers import ResidualUnit, SEConfig, SqueezeExcite, make_block_se, runs_children_in_order
 from senet.models._features import module_stages
 
 DESCEND = "descend"  #: rule: the module is a container, look inside it
@@ -148,9 +148,7 @@ def _rule(module: nn.Module) -> Any:
 
 
 def _is_container(module: nn.Module) -> bool:
-    if isinstance(module, (nn.ModuleList, nn.ModuleDict)):
-        return True
-    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+    return isinstance(module, (nn.ModuleList, nn.ModuleDict)) or runs_children_in_order(module)
 
 
 def _has_conv(module: nn.Module) -> bool:

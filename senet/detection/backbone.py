@@ -172,7 +172,7 @@ def fpn_backbone(
                                extra_blocks=extra_blocks)
     strides = dict(zip(body.return_layers.values(), body.feature_info.reduction()))
     extra = _extra_levels(extra_blocks)
-    last = body.feature_info.reduction(-1)
+    last = body.feature_info.reduction()[-1]
     backbone.strides = None if extra is None else {**strides, **{n: f * last for n, f in extra}}
     backbone.feature_info = body.feature_info
     backbone.pretrained_cfg = model.pretrained_cfg

@@ -88,7 +88,7 @@ def create_model(
     pretrained: Pretrained = False,
     checkpoint_path: str | Path | None = None,
     features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
+    out_indices: int | Sequence[int] | None = None,
     num_classes: int | None = None,
     cache_dir: str | Path | None = None,
     **kwargs: Any,
@@ -114,7 +114,8 @@ def create_model(
         checkpoint_path: a checkpoint loaded, strictly, after the model is built (e.g. your own
             fine-tuned weights, head included).
         features_only: return a :class:`~senet.models.FeatureNet`: the stage outputs
-            ``out_indices`` (positions in the model's ``feature_info``; default: all) as a list.
+            ``out_indices`` (positions in the model's ``feature_info``, an int: the last that
+            many, as in timm; default: all) as a list.
         num_classes: classifier outputs; ``None`` keeps the model's default (1000 for ImageNet
             models, 10 for CIFAR ones) or the file's.
         cache_dir: where downloaded weights are kept instead of the Hugging Face cache and

@@ -13,6 +13,10 @@ Layout options, all visible in the weights' behaviour but not in their shapes:
   (``"caffe"``, the released models) or with padding 1 (``"torch"``).
 * ``branch_act``: a ReLU at the end of the residual branch, before SE (only Cadene's port
   of SE-ResNet-18/34 has it, so its weights need it).
+
+``output_stride=16`` or ``8`` (timm's keyword, for segmentation) replaces the stride of the last
+one or two stages by dilation of their 3x3 convolutions (Chen et al., DeepLab): the same
+weights, larger feature maps, ``feature_info`` reductions capped at the output stride.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import PLACEMENTS, ResidualUnit, SEConfig, drop_path_rates, make_block_se
-from senet.models._base import SenetModel, feature
+from senet.layers import PLACEMENTS, CheckpointSequential, ResidualUnit, SEConfig, drop_path_rates, make_block_se
+from senet.models._base import SenetModel, dilate, feature
 from senet.models._common import init_conv_bn
 from senet.models import resnet_weights
 from senet.models.registry import Released, register_alias, register_family, register_model
@@ -33,8 +37,10 @@ from senet.models.registry import Released, register_alias, register_family, reg
 FIRST_STAGE = 2  # stage 1 is the stem (paper Table 1: conv1 then conv2_x ... conv5_x)
 
 
-def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-    return nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+             dilation: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    conv = nn.Conv2d(cin, cout, k, stride, dilation * (k // 2), dilation, groups=groups, bias=False)
+    return conv, nn.BatchNorm2d(cout)
 
 
 class _ResNetUnit(ResidualUnit):
@@ -46,7 +52,8 @@ class _ResNetUnit(ResidualUnit):
 
 
 class BasicBlock(_ResNetUnit):
-    """Two 3x3 convolutions (ResNet-18/34). ``placement="conv3x3"`` puts SE after the first."""
+    """Two 3x3 convolutions (ResNet-18/34). ``placement="conv3x3"`` puts SE after the first.
+    ``first_dilation`` / ``dilation``: of the first / second 3x3 convolution (``output_stride``)."""
 
     expansion = 1
 
@@ -65,12 +72,14 @@ class BasicBlock(_ResNetUnit):
         first_ratio: float = 1.0,
         stride_in_1x1: bool = False,
         drop_path: float = 0.0,
+        dilation: int = 1,
+        first_dilation: int = 1,
     ) -> None:
         super().__init__()
         if groups != 1 or width_per_group != 64:
             raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
-        self.conv1, self.bn1 = _conv_bn(in_channels, planes, 3, stride)
-        self.conv2, self.bn2 = _conv_bn(planes, planes, 3)
+        self.conv1, self.bn1 = _conv_bn(in_channels, planes, 3, stride, dilation=first_dilation)
+        self.conv2, self.bn2 = _conv_bn(planes, planes, 3, dilation=dilation)
         self.downsample = downsample
         self.branch_act = branch_act
         self.init_residual(se=make_block_se(se, stage, in_channels, planes, planes),
@@ -90,6 +99,8 @@ class Bottleneck(_ResNetUnit):
 
     ``width = planes * width_per_group / 64 * groups`` is the 3x3 convolution's width; its
     input (the first 1x1's output) is ``width * first_ratio`` (SENet-154 halves it).
+    ``first_dilation``: of the 3x3 convolution (``output_stride``; ``dilation`` is for the
+    second 3x3 of a basic block and unused here).
     """
 
     expansion = 4
@@ -109,6 +120,8 @@ class Bottleneck(_ResNetUnit):
         first_ratio: float = 1.0,
         stride_in_1x1: bool = False,
         drop_path: float = 0.0,
+        dilation: int = 1,
+        first_dilation: int = 1,
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
@@ -116,7 +129,7 @@ class Bottleneck(_ResNetUnit):
         out_channels = planes * self.expansion
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1, self.bn1 = _conv_bn(in_channels, first, 1, s1)
-        self.conv2, self.bn2 = _conv_bn(first, width, 3, s3, groups)
+        self.conv2, self.bn2 = _conv_bn(first, width, 3, s3, groups, dilation=first_dilation)
         self.conv3, self.bn3 = _conv_bn(width, out_channels, 1)
         self.downsample = downsample
         self.branch_act = branch_act
@@ -183,6 +196,7 @@ class ResNet(SenetModel):
         global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE.
         zero_init_last: initialise each block's last BN scale to zero.
+        output_stride: 32, or 16 / 8 for dilated last stages (see the module docstring).
     """
 
     def __init__(
@@ -205,6 +219,7 @@ class ResNet(SenetModel):
         global_pool: str = "avg",
         se: SEConfig | None = None,
         zero_init_last: bool = False,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         if block not in BLOCKS:
@@ -219,16 +234,18 @@ class ResNet(SenetModel):
         channels = self.stem.out_channels
         self.feature_info = [feature("stem", channels, 2, 1)]
         rates = iter(drop_path_rates(drop_path_rate, sum(layers)))
-        for i, depth in enumerate(layers):
+        strides = [1] + [2] * (len(layers) - 1)
+        for i, (depth, dilated) in enumerate(zip(layers, dilate(strides, output_stride, 4), strict=True)):
             planes = 64 * 2**i
-            stride = 1 if i == 0 else 2
+            stride, strided = dilated.stride, strides[i] != 1
             out_channels = planes * block_cls.expansion
             blocks = []
             for j in range(depth):
                 downsample = None
-                if j == 0 and (stride != 1 or channels != out_channels):
-                    k = down_kernel if stride != 1 else 1
-                    downsample = nn.Sequential(*_conv_bn(channels, out_channels, k, stride))
+                if j == 0 and (strided or channels != out_channels):
+                    k = down_kernel if strided else 1
+                    d = dilated.first_dilation if k > 1 else 1
+                    downsample = nn.Sequential(*_conv_bn(channels, out_channels, k, stride, dilation=d))
                 blocks.append(
                     block_cls(
                         channels,
@@ -243,11 +260,13 @@ class ResNet(SenetModel):
                         first_ratio=first_ratio,
                         stride_in_1x1=stride_in_1x1,
                         drop_path=next(rates),
+                        dilation=dilated.dilation,
+                        first_dilation=dilated.first_dilation if j == 0 else dilated.dilation,
                     )
                 )
                 channels = out_channels
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-            self.feature_info.append(feature(f"layer{i + 1}", channels, 4 * 2**i, FIRST_STAGE + i))
+            self.add_module(f"layer{i + 1}", CheckpointSequential(*blocks))
+            self.feature_info.append(feature(f"layer{i + 1}", channels, dilated.reduction, FIRST_STAGE + i))
         self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         self._init_weights(zero_init_last)
 

@@ -7,6 +7,13 @@ refused with a :class:`DataError` that names the entry. An archive that ends wit
 end-of-archive marker (cut off at any point), or whose compressed stream is corrupt, is a
 :class:`DataError` too; nothing is used from it.
 
+What an archive may expand to is bounded (:func:`expansion_limit`): 100 times its own size,
+at least 256 MiB (image files hardly compress: CIFAR-10's JPEGs expand 4.8 times), or
+``$SENET_MAX_ARCHIVE_BYTES`` bytes when set. Each entry's size (from its header, which is also
+what ``tarfile`` reads) is added to the running total before the entry is read or written,
+so a small archive holding a huge entry, or millions of entries, is a :class:`DataError`
+naming the entry before the memory or the disk fills up.
+
 Two ways to use an archive:
 
 * :func:`read_archive` reads the files into memory in one sequential pass (used for
@@ -41,6 +48,44 @@ log = logging.getLogger(__name__)
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _TMP_MARK = ".tmp-"
 _READ_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+LIMIT_ENV = "SENET_MAX_ARCHIVE_BYTES"
+EXPANSION_RATIO = 100
+MIN_LIMIT = 256 << 20
+
+
+def expansion_limit(path: Path) -> int:
+    """The most an archive may expand to (module docstring): ``$SENET_MAX_ARCHIVE_BYTES``, else
+    100 times the archive's size, at least 256 MiB."""
+    text = os.environ.get(LIMIT_ENV, "").strip()
+    if text:
+        try:
+            value = int(float(text))
+        except (ValueError, OverflowError):
+            value = 0
+        if value < 1:
+            raise DataError(f"${LIMIT_ENV} must be a positive number of bytes, got {text!r}")
+        return value
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise fs_error(exc, path, "read") from None
+    return max(MIN_LIMIT, EXPANSION_RATIO * size)
+
+
+class _Budget:
+    """The running total of what an archive expands to, refused past :func:`expansion_limit`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.limit, self.total = path, expansion_limit(path), 0
+
+    def take(self, member: tarfile.TarInfo) -> None:
+        self.total += tarfile.BLOCKSIZE + (member.size if member.isreg() else 0)  # its header and its data
+        if self.total > self.limit:
+            why = f"{LIMIT_ENV}" if os.environ.get(LIMIT_ENV, "").strip() else (
+                f"{EXPANSION_RATIO} times its size of {self.path.stat().st_size:,} bytes, at least "
+                f"{MIN_LIMIT >> 20} MiB; set ${LIMIT_ENV} to allow more")
+            raise DataError(f"archive {self.path} expands to more than {self.limit:,} bytes at entry {member.name!r} "
+                            f"({member.size:,} bytes): refused as a likely decompression bomb (the limit: {why})")
 
 
 def is_archive(path: Path) -> bool:
@@ -171,6 +216,7 @@ def read_archive(path: Path, progress: bool | None = None) -> tuple[dict[str, by
     symlinks: dict[str, str] = {}
     disable = None if progress is None else not progress
     bar = tqdm(desc=f"reading {path.name}", unit=" entries", disable=disable, leave=False, mininterval=0.5)
+    budget = _Budget(path)
     with bar, contextlib.closing(iter_members(path)) as members:
         for tar, member in members:
             bar.update()
@@ -178,6 +224,7 @@ def read_archive(path: Path, progress: bool | None = None) -> tuple[dict[str, by
                 check_member(member)
             except DataError as exc:
                 raise DataError(f"{exc} (archive {path})") from None
+            budget.take(member)
             name = _clean(member.name)
             if member.isdir():
                 dirs.add(name)
@@ -252,12 +299,14 @@ def extract_archive(archive: Path, dest: Path) -> Path:
     root = os.path.realpath(tmp)
     log.info("extracting %s into %s", archive, dest)
     try:
+        budget = _Budget(archive)
         with contextlib.closing(iter_members(archive)) as members:
             for tar, member in members:
                 try:
                     check_member(member, root)
                 except DataError as exc:
                     raise DataError(f"{exc} (archive {archive})") from None
+                budget.take(member)
                 try:
                     tar.extract(member, root, set_attrs=False, filter="data")
                 except tarfile.FilterError as exc:  # our checks run first; this is the second line

@@ -286,6 +286,16 @@ def _check(cfg: Config) -> None:
          f"data.batch_size {d.batch_size} must be divisible by run.accum_steps {r.accum_steps}")
     need(r.dist_backend in BACKENDS, f"run.dist_backend {r.dist_backend!r} is unknown; choose from {', '.join(BACKENDS)}")
     need(r.dist_timeout > 0, f"run.dist_timeout must be > 0 seconds, got {r.dist_timeout}")
+    # sizes of what a step allocates, refused before anything is (senet.utils.limits)
+    from senet.utils.limits import check_work_size
+
+    side = d.crop + 2 * d.pad if d.loader == "memory" else d.crop
+    check_work_size(f"data.batch_size {d.batch_size} at data.crop {d.crop} (data.pad {d.pad})",
+                    (d.batch_size, 3, side, side))
+    check_work_size(f"data.eval_batch_size {d.eval_batch_size} at data.crop {d.crop}",
+                    (d.eval_batch_size, 3, d.crop, d.crop))
+    if d.loader == "stream":  # evaluation resizes each image's short side first
+        check_work_size(f"data.resize {d.resize}", (d.resize, d.resize, 3), 1)
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
@@ -317,7 +327,9 @@ def parse_override(text: str) -> dict[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e})") from None
+        from senet.utils.text import yaml_problem
+
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({yaml_problem(e)})") from None
     nested: dict[str, Any] = {}
     node = nested
     parts = key.split(".")

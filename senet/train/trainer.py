@@ -45,6 +45,7 @@ from senet.train.rundir import CHECKPOINT, METRICS_CSV, PREVIOUS, WEIGHTS, RunDi
 from senet.train.schedule import lr_at, plateau_drops, scaled_lr
 from senet.train.sources import make_source
 from senet.utils.finite import float_tensors, nonfinite_flag
+from senet.utils.limits import check_input_size
 from senet.utils.seeding import derive_seed, seed_everything
 
 #: steps between looks at the loss and weight checks on a GPU (each look waits for the GPU);
@@ -124,6 +125,7 @@ class Trainer:
         if self.source.skipped and self.is_main:
             run.write_skipped(self.source.skipped)
         self.model = create_model(cfg.model.name, num_classes=len(self.source.classes), **cfg.model.kwargs)
+        check_input_size(self.model, (getattr(self.model, "in_chans", 3), cfg.data.crop, cfg.data.crop), "data.crop")
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=fmt)
         self.ddp: nn.parallel.DistributedDataParallel | None = None

@@ -96,7 +96,10 @@ def _kind(value: Any) -> str:
 MAX_TEXT_BYTES = 16 << 20
 
 
-def _read(path: Path, what: str) -> str:
+def read_text(path: str | os.PathLike[str], what: str) -> str:
+    """A small UTF-8 text file (``what`` it should be, for the messages): a missing, unreadable,
+    huge or binary file is a one-line error naming it."""
+    path = Path(path)
     try:
         if path.stat().st_size > MAX_TEXT_BYTES:
             raise SenetError(f"{display(path)} is {path.stat().st_size:,} bytes, too large for {what} "
@@ -121,7 +124,7 @@ def read_json(path: str | os.PathLike[str], expected: type | tuple[type, ...] = 
               what: str = "senet's JSON") -> Any:
     """The value of the JSON file ``path``, which must be an ``expected`` (module docstring)."""
     path = Path(path)
-    text = _read(path, what)
+    text = read_text(path, what)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
@@ -146,7 +149,7 @@ def read_yaml(path: str | os.PathLike[str], expected: type | tuple[type, ...] = 
     import yaml
 
     path = Path(path)
-    text = _read(path, what)
+    text = read_text(path, what)
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -23,7 +23,7 @@ from senet.analysis.ablate_run import run_study
 from senet.cli.main import main
 from senet.data import load_split
 from senet.errors import SenetError
-from senet.export import onnx_opsets
+from senet.export import export_model, onnx_opsets
 from senet.train import RunDir
 from senet.utils.limits import check_input_size
 from senet.utils.text import csv_cell, csv_text
@@ -93,7 +93,7 @@ def test_export_refuses_options_it_cannot_honour(weights, tmp_path, capsys):
         assert err.endswith(f"error: {option[0]} ({option[0].strip('-').replace('no-', '')}) applies to ONNX files "
                             "only, not to torchscript")
     with pytest.raises(ValueError, match="tolerance must be a finite number > 0"):
-        senet.export.export_model(senet.create_model("cifar_resnet20"), tmp_path / "m.onnx", tolerance=float("nan"))
+        export_model(senet.create_model("cifar_resnet20"), tmp_path / "m.onnx", tolerance=float("nan"))
     assert list(tmp_path.iterdir()) == [weights]
 
 

@@ -42,6 +42,7 @@ from typing import Iterator
 from tqdm.auto import tqdm
 
 from senet.errors import DataError, fs_error
+from senet.utils.limits import env_bytes
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,8 @@ MIN_LIMIT = 256 << 20
 def expansion_limit(path: Path) -> int:
     """The most an archive may expand to (module docstring): ``$SENET_MAX_ARCHIVE_BYTES``, else
     100 times the archive's size, at least 256 MiB."""
-    text = os.environ.get(LIMIT_ENV, "").strip()
-    if text:
-        try:
-            value = int(float(text))
-        except (ValueError, OverflowError):
-            value = 0
-        if value < 1:
-            raise DataError(f"${LIMIT_ENV} must be a positive number of bytes, got {text!r}")
+    value = env_bytes(LIMIT_ENV)
+    if value is not None:
         return value
     try:
         size = path.stat().st_size
@@ -81,7 +76,7 @@ class _Budget:
     def take(self, member: tarfile.TarInfo) -> None:
         self.total += tarfile.BLOCKSIZE + (member.size if member.isreg() else 0)  # its header and its data
         if self.total > self.limit:
-            why = f"{LIMIT_ENV}" if os.environ.get(LIMIT_ENV, "").strip() else (
+            why = f"${LIMIT_ENV}" if env_bytes(LIMIT_ENV) is not None else (
                 f"{EXPANSION_RATIO} times its size of {self.path.stat().st_size:,} bytes, at least "
                 f"{MIN_LIMIT >> 20} MiB; set ${LIMIT_ENV} to allow more")
             raise DataError(f"archive {self.path} expands to more than {self.limit:,} bytes at entry {member.name!r} "

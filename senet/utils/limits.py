@@ -28,18 +28,24 @@ ENV = "SENET_MAX_WORK_BYTES"
 DEFAULT_MAX_WORK_BYTES = 4 << 30
 
 
-def max_work_bytes() -> int:
-    """The largest tensor a setting may ask for: ``$SENET_MAX_WORK_BYTES`` or 4 GiB."""
-    text = os.environ.get(ENV, "").strip()
+def env_bytes(name: str) -> int | None:
+    """The positive number of bytes the environment variable ``name`` sets (``4e9`` allowed),
+    ``None`` when it is unset or empty."""
+    text = os.environ.get(name, "").strip()
     if not text:
-        return DEFAULT_MAX_WORK_BYTES
+        return None
     try:
         value = int(float(text))
     except (ValueError, OverflowError):
         value = 0
     if value < 1:
-        raise SenetError(f"${ENV} must be a positive number of bytes, got {text!r}")
+        raise SenetError(f"${name} must be a positive number of bytes, got {text!r}")
     return value
+
+
+def max_work_bytes() -> int:
+    """The largest tensor a setting may ask for: ``$SENET_MAX_WORK_BYTES`` or 4 GiB."""
+    return env_bytes(ENV) or DEFAULT_MAX_WORK_BYTES
 
 
 def human_bytes(n: float) -> str:

@@ -251,8 +251,8 @@ def test_absurd_work_sizes_and_archive_bombs_are_refused_before_allocating(weigh
         ["predict", *[str(image)] * 100, "--weights", str(weights), "--input-size", "2000", "--crop-pct", "1",
          "--batch-size", "1000"],
         ["train", "--data", str(bomb), "--set", "data.dataset=imagefolder", "--out", str(tmp_path / "run")],
-        ["train", "--set", "data.crop=20000", "--set", "data.resize=20000", "--set", "data.batch_size=2000",
-         "--print-config"],
+        ["train", "--data", str(tree), "--set", "data.dataset=imagefolder", "--set", "data.crop=20000",
+         "--set", "data.resize=20000", "--set", "data.batch_size=2000", "--out", str(tmp_path / "run")],
     ])
     assert [rc for rc, _ in cases] == [2] * len(cases), cases
     messages = [err for _, err in cases]
@@ -261,7 +261,7 @@ def test_absurd_work_sizes_and_archive_bombs_are_refused_before_allocating(weigh
     assert "--crop-pct 1e-06" in messages[1] and "--input-size 40000 with --crop-pct 1 " in messages[2]
     assert "--batch-size 1000 at --input-size 2000 would need a 100x3x2,000x2,000 tensor (4.47 GiB)" in messages[3]
     assert f"archive {bomb} expands to more than 268,435,456 bytes at entry 'train/a/big.png'" in messages[4]
-    assert "data.batch_size 2000 at data.crop 20000" in messages[5]
+    assert "data.batch_size 2000 at data.crop 20000 (data.pad 4) would need a 2,000x3x20,008x20,008" in messages[5]
     assert all("$SENET_MAX_WORK_BYTES" in m for m in messages[:4] + messages[5:]) and not (tmp_path / "run").exists()
 
 

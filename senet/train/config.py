@@ -286,12 +286,19 @@ def _check(cfg: Config) -> None:
          f"data.batch_size {d.batch_size} must be divisible by run.accum_steps {r.accum_steps}")
     need(r.dist_backend in BACKENDS, f"run.dist_backend {r.dist_backend!r} is unknown; choose from {', '.join(BACKENDS)}")
     need(r.dist_timeout > 0, f"run.dist_timeout must be > 0 seconds, got {r.dist_timeout}")
-    # sizes of what a step allocates, refused before anything is (senet.utils.limits)
+
+
+def check_work_sizes(cfg: Config, world_size: int = 1) -> None:
+    """Refuse batch and image sizes whose tensors would not fit (:mod:`senet.utils.limits`):
+    each process's share of the global batch (padded, for the memory loader), an evaluation
+    batch and, streaming, an image resized for evaluation. Names the settings."""
     from senet.utils.limits import check_work_size
 
+    d = cfg.data
     side = d.crop + 2 * d.pad if d.loader == "memory" else d.crop
-    check_work_size(f"data.batch_size {d.batch_size} at data.crop {d.crop} (data.pad {d.pad})",
-                    (d.batch_size, 3, side, side))
+    procs = f", {world_size} processes" if world_size > 1 else ""
+    check_work_size(f"data.batch_size {d.batch_size} at data.crop {d.crop} (data.pad {d.pad}{procs})",
+                    (max(1, d.batch_size // world_size), 3, side, side))
     check_work_size(f"data.eval_batch_size {d.eval_batch_size} at data.crop {d.crop}",
                     (d.eval_batch_size, 3, d.crop, d.crop))
     if d.loader == "stream":  # evaluation resizes each image's short side first

@@ -31,8 +31,8 @@ import torch
 from senet.errors import ConfigError, SenetError, fs_error
 from senet.train.config import Config, config_from_dict
 from senet.utils.atomic import TMP_SUFFIX, write_text
-from senet.utils.text import csv_text, display, read_json, read_yaml
 from senet.utils.lock import LOCK_NAME, FolderLock
+from senet.utils.text import csv_text, display, read_json, read_text, read_yaml
 
 METRICS = (
     "epoch", "train_loss", "train_top1_err", "test_loss", "test_top1_err", "test_top5_err",
@@ -206,14 +206,8 @@ class RunDir:
         """The rows of ``metrics.csv`` as numbers (an empty cell: not evaluated that epoch);
         a cell that is not a number is a :class:`SenetError` naming the file and line."""
         path = self.file(METRICS_CSV)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except OSError as e:
-            raise fs_error(e, path, "read") from None
-        except UnicodeDecodeError:
-            raise SenetError(f"{display(path)} is not a text file (a run's metrics)") from None
         rows = []
-        for line, row in enumerate(csv.DictReader(io.StringIO(text)), 2):
+        for line, row in enumerate(csv.DictReader(io.StringIO(read_text(path, "a run's metrics"))), 2):
             try:
                 rows.append({k: float(v) for k, v in row.items() if k in METRICS and v not in ("", None)})
             except (TypeError, ValueError):

@@ -95,7 +95,10 @@ def check_input_size(model: nn.Module, size: Sequence[int], what: str) -> None:
     c, h, w = (int(s) for s in size)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     name = _model_name(model)
-    low = int(cfg.get("min_input_size") or 1)
+    low = cfg.get("min_input_size") or 1
+    if isinstance(low, (tuple, list)):  # timm's form, (C, H, W)
+        low = min(low[-2:])
+    low = int(low)
     if min(h, w) < low:
         raise SenetError(f"{what} {min(h, w)} is below {name}'s smallest input side, {low} "
                          f"(its pretrained_cfg min_input_size)")

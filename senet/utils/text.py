@@ -54,7 +54,7 @@ def display(text: str | os.PathLike[str]) -> str:
 
 
 # ------------------------------------------------------------------ CSV
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = frozenset("=+-@\t\r")
 
 
 def _is_number(text: str) -> bool:
@@ -68,7 +68,7 @@ def _is_number(text: str) -> bool:
 def csv_cell(value: object) -> object:
     """``value`` as a spreadsheet shows it as data: text starting like a formula gets a
     leading ``'`` (numbers, ``-0.5`` included, stay as they are)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START) and not _is_number(value):
+    if isinstance(value, str) and value[:1] in FORMULA_START and not _is_number(value):
         return "'" + value
     return value
 
@@ -78,7 +78,8 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([csv_cell(h) for h in header])
-    writer.writerows([csv_cell(v) for v in row] for row in rows)
+    first = FORMULA_START  # inlined: an analysis CSV has millions of cells
+    writer.writerows([csv_cell(v) if isinstance(v, str) and v[:1] in first else v for v in row] for row in rows)
     return buf.getvalue()
 
 

@@ -114,17 +114,21 @@ def iter_members(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]
     """Every entry of the archive in one sequential pass (stream mode, no backward seeks).
 
     Raises :class:`DataError` for an unreadable, corrupt or truncated archive, after the
-    last entry when the end-of-archive marker is missing. Entries are not checked here.
+    last entry when the end-of-archive marker is missing, and at the entry that takes the
+    archive past :func:`expansion_limit` (before its data is read or skipped). Entries are not
+    checked otherwise here.
     """
     try:
         tar = tarfile.open(path, "r|*", tarinfo=_EndAwareInfo)
     except _READ_ERRORS as exc:
         raise DataError(f"cannot read archive {path}: {exc}") from exc
     count = 0
+    budget = _Budget(path)
     try:
         with tar:
             for member in tar:
                 count += 1
+                budget.take(member)  # before anything reads, extracts or skips its data
                 yield tar, member
     except _READ_ERRORS as exc:
         raise DataError(f"archive {path} is corrupt or truncated (after {count} entries): {exc}") from exc
@@ -211,7 +215,6 @@ def read_archive(path: Path, progress: bool | None = None) -> tuple[dict[str, by
     symlinks: dict[str, str] = {}
     disable = None if progress is None else not progress
     bar = tqdm(desc=f"reading {path.name}", unit=" entries", disable=disable, leave=False, mininterval=0.5)
-    budget = _Budget(path)
     with bar, contextlib.closing(iter_members(path)) as members:
         for tar, member in members:
             bar.update()
@@ -219,7 +222,6 @@ def read_archive(path: Path, progress: bool | None = None) -> tuple[dict[str, by
                 check_member(member)
             except DataError as exc:
                 raise DataError(f"{exc} (archive {path})") from None
-            budget.take(member)
             name = _clean(member.name)
             if member.isdir():
                 dirs.add(name)
@@ -294,14 +296,12 @@ def extract_archive(archive: Path, dest: Path) -> Path:
     root = os.path.realpath(tmp)
     log.info("extracting %s into %s", archive, dest)
     try:
-        budget = _Budget(archive)
         with contextlib.closing(iter_members(archive)) as members:
             for tar, member in members:
                 try:
                     check_member(member, root)
                 except DataError as exc:
                     raise DataError(f"{exc} (archive {archive})") from None
-                budget.take(member)
                 try:
                     tar.extract(member, root, set_attrs=False, filter="data")
                 except tarfile.FilterError as exc:  # our checks run first; this is the second line

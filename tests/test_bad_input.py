@@ -1,11 +1,12 @@
 """Bad or odd input on export, predict, eval, run and study folders and archives: one-line errors
 naming the option or file, exit code 2, bounded memory, nothing half-written, file names that are
-not UTF-8 kept, CSV cells that cannot run formulas."""
+not UTF-8 working, CSV cells that cannot run formulas."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def image(tmp_path) -> Path:
     return path
 
 
-def _limited(tmp_path: Path, argvs: list[list[str]], env: dict[str, str] | None = None) -> list[tuple[int, str]]:
+def _limited(tmp_path: Path, argvs: list[list[str]]) -> list[tuple[int, str]]:
     """``senet`` commands in one subprocess whose address space may grow by at most 1.5 GiB
     beyond what its imports took: (exit code, last line of stderr) of each."""
     script = tmp_path / "limited.py"
@@ -72,10 +73,8 @@ def _limited(tmp_path: Path, argvs: list[list[str]], env: dict[str, str] | None 
         "            rc = e.code\n"
         "    out.append([rc, err.getvalue().strip().splitlines()[-1:]])\n"
         "print(json.dumps(out))\n")
-    import json
-
     proc = subprocess.run([sys.executable, str(script), json.dumps(argvs)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return [(rc, lines[0] if lines else "") for rc, lines in json.loads(proc.stdout.strip().splitlines()[-1])]
 

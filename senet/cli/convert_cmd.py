@@ -23,18 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from senet.cli.complexity_cmd import _parse_kwargs
-    from senet.errors import fs_error
     from senet.models import convert_weights
+    from senet.utils.text import read_text
 
     classes = None
     if args.classes:
-        try:
-            text = Path(args.classes).read_text()
-        except OSError as e:
-            raise fs_error(e, args.classes, "read --classes") from None
+        text = read_text(args.classes, "--classes: one class name per line")
         classes = [line.strip() for line in text.splitlines() if line.strip()]
     model = convert_weights(args.src, args.dst, model=args.model, classes=classes, mean=args.mean, std=args.std,
                             allow_nonfinite=args.allow_nonfinite,

@@ -20,7 +20,7 @@ from typing import Any
 
 from senet.analysis.ablate import CellRun, StudyPlan
 from senet.errors import SenetError
-from senet.train.config import EXECUTION_ONLY
+from senet.train.config import EXECUTION_ONLY, flat_config
 
 #: config keys that say how a run executes, not what it computes (ignored when matching a
 #: folder's config.yaml, as the trainer ignores them when it resumes a checkpoint)
@@ -28,20 +28,10 @@ WHERE_IT_RUNS = {(section, key) for section, keys in EXECUTION_ONLY.items() for 
 STUDY_JSON = "study.json"
 
 
-def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out: dict[tuple[str, ...], Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and not (prefix == ("model",) and key == "kwargs"):
-            out.update(_flatten(value, (*prefix, key)))
-        else:
-            out[(*prefix, key)] = value
-    return out
-
-
 def config_differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """``"key: A in the folder, B now"`` for every key (other than :data:`WHERE_IT_RUNS`) whose
     value differs; ``model.kwargs`` compares as a whole."""
-    a, b = _flatten(existing), _flatten(wanted)
+    a, b = flat_config(existing), flat_config(wanted)
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key in WHERE_IT_RUNS or a.get(key) == b.get(key):
@@ -118,7 +108,6 @@ def run_study(
     """Train every cell x seed of ``plan`` not yet finished under ``out``; returns one
     :class:`RunOutcome` per run, in plan order. Checks every folder before training any."""
     from senet.train import RunDir, Trainer, TrainingDiverged
-    from senet.train.rundir import SUMMARY
 
     out = Path(out)
     check_out(out, plan)
@@ -130,7 +119,7 @@ def run_study(
         head = f"[{i}/{n}] {r.cell.label} ({r.cell.id}) seed {r.seed}"
         path = out / r.folder
         if state == "finished":
-            summary = json.loads((path / SUMMARY).read_text())
+            summary = RunDir(path).summary()
             log(f"{head}: finished earlier: {_pct(summary)}")
             outcomes.append(RunOutcome(r, "reused", summary))
             continue

@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace, env) -> int:
     from senet.errors import SenetError
     from senet.train import RunDir, distributed, resolve
     from senet.train.config import config_from_dict, merge
-    from senet.train.rundir import CONFIG
+    from senet.train.rundir import CONFIG, SUMMARY
     from senet.train.trainer import resolve_device
 
     say = print if env.is_main else (lambda *a, **k: None)
@@ -88,6 +88,11 @@ def _run(args: argparse.Namespace, env) -> int:
             raise SenetError("--resume continues a run with its own config.yaml; only --device and --set of "
                              "execution settings may be given with it")
         run_dir = RunDir.open(resume)
+        if run_dir.file(SUMMARY).is_file():  # written last, by a run that reached its end
+            summary = run_dir.summary()
+            say(f"{run_dir.path} has finished already ({summary['epochs']:g} epochs, test error top-1 "
+                f"{100 * summary['test_top1_err']:.2f}% top-5 {100 * summary['test_top5_err']:.2f}%); nothing to resume")
+            return 0
         cfg = run_dir.config()
         changes = _execution_overrides(args.overrides if args.resume else [])
         if args.device:

@@ -94,8 +94,7 @@ class TensorBoardTracker(Tracker):
         self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step or None)
 
     def log_config(self, config: Mapping[str, Any], config_file: Path) -> None:
-        # indented: TensorBoard renders text as Markdown, and this keeps the YAML as it is
-        self.writer.add_text("config", "".join(f"    {line}\n" for line in config_file.read_text().splitlines()))
+        self.writer.add_text("config", _code_block(config_file.read_text()))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         for key, value in metrics.items():
@@ -110,7 +109,7 @@ class TensorBoardTracker(Tracker):
                 pixels = np.asarray(img.convert("RGB"))
             self.writer.add_image(path.stem, pixels, dataformats="HWC")
         else:
-            self.writer.add_text(path.name, "".join(f"    {line}\n" for line in path.read_text().splitlines()))
+            self.writer.add_text(path.name, _code_block(path.read_text()))
 
     def close(self, status: str = "FINISHED") -> None:
         self.writer.close()
@@ -198,6 +197,11 @@ def _recorded_run(record: Path, uri: str | None) -> str | None:
     except (ValueError, KeyError, TypeError, OSError):
         raise SenetError(f"{record} is not the MLflow run record senet writes (remove it to start a new "
                          "MLflow run)") from None
+
+
+def _code_block(text: str) -> str:
+    """``text`` as a Markdown code block: TensorBoard renders text as Markdown."""
+    return "".join(f"    {line}\n" for line in text.splitlines())
 
 
 def _first_line(e: BaseException) -> str:

@@ -88,17 +88,17 @@ def _run(args: argparse.Namespace, env) -> int:
             raise SenetError("--resume continues a run with its own config.yaml; only --device and --set of "
                              "execution settings may be given with it")
         run_dir = RunDir.open(resume)
-        if run_dir.file(SUMMARY).is_file():  # written last, by a run that reached its end
-            summary = run_dir.summary()
-            say(f"{run_dir.path} has finished already ({summary['epochs']:g} epochs, test error top-1 "
-                f"{100 * summary['test_top1_err']:.2f}% top-5 {100 * summary['test_top5_err']:.2f}%); nothing to resume")
-            return 0
         cfg = run_dir.config()
         changes = _execution_overrides(args.overrides if args.resume else [])
         if args.device:
             changes = merge(changes, {"run": {"device": args.device}})
         if changes:
             cfg = config_from_dict(merge(cfg.to_dict(), changes))
+        if run_dir.file(SUMMARY).is_file():  # written last, by a run that reached its end
+            summary = run_dir.summary()
+            say(f"{run_dir.path} has finished already ({summary['epochs']:g} epochs, test error top-1 "
+                f"{100 * summary['test_top1_err']:.2f}% top-5 {100 * summary['test_top5_err']:.2f}%); nothing to resume")
+            return 0
         distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
                                      backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
     else:

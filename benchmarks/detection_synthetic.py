@@ -13,7 +13,7 @@ initialisation; the trunks of one seed see the same images in the same order. Wi
 builds a detector without weights); the paper starts from ImageNet weights.
 
     python benchmarks/detection_synthetic.py                                 # se_resnet18 vs resnet18
-    python benchmarks/detection_synthetic.py --steps 600 --seeds 0 1 2 --out results/det
+    python benchmarks/detection_synthetic.py --steps 600 --seeds 0 1 2 --out runs/det
     python benchmarks/detection_synthetic.py --trunks se_resnet50 resnet50 --device cuda \\
         --weights-backbone se_resnet50=se_resnet50.safetensors --weights-backbone resnet50=true
 
@@ -197,7 +197,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="ImageNet weights for a trunk (a file, or true for the released ones)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--out", type=Path, default=Path("results/detection_synthetic"))
+    p.add_argument("--out", type=Path, default=Path("runs/detection-synthetic"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.warmup = max(1, args.steps // 12) if args.warmup is None else args.warmup

@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="override for every paired run (senet train --set)")
     p.add_argument("--throughput-models", nargs="*", default=["cifar_resnet110", "cifar_se_resnet110"])
     p.add_argument("--throughput-steps", type=int, default=50)
+    p.add_argument("--throughput-batch", type=int, default=128)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--stream-model", default="se_resnet50")
     p.add_argument("--stream", nargs=5, type=int, default=[256, 30, 14, 256, 224],
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if resumed:
         log(f"resuming {len(resumed)} run(s) from {args.resume_from}: {', '.join(resumed)}")
     torch.backends.cudnn.benchmark = True
-    results["throughput"] = throughput(args.throughput_models, 128, args.throughput_steps, device,
+    results["throughput"] = throughput(args.throughput_models, args.throughput_batch, args.throughput_steps, device,
                                        compiled=not args.no_compile)
     batch, steps, workers, side, crop = args.stream
     if steps:

@@ -28,7 +28,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from timing import cuda_sync, machine_info  # noqa: E402
+from timing import cuda_sync, machine_info, write_report  # noqa: E402
 
 TARGET = 0.95
 
@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"senet train / bare loop images/s: median {med:.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}) "
           f"target >= {TARGET}: {verdict}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine_info(), "model": args.model,
-                                               "batch_size": args.batch_size, "steps": args.steps,
-                                               "device": str(device), "rounds": rounds, "median_ratio": med},
-                                              indent=2) + "\n")
+        write_report(args.json, json.dumps({"machine": machine_info(), "model": args.model,
+                                            "batch_size": args.batch_size, "steps": args.steps,
+                                            "device": str(device), "rounds": rounds, "median_ratio": med},
+                                           indent=2) + "\n")
     return 0
 
 

@@ -38,7 +38,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from timing import Ratio, Stats, calibrate_inner, compare, cuda_sync, machine_info, ratio, verdict  # noqa: E402
+from timing import (  # noqa: E402
+    Ratio, Stats, calibrate_inner, compare, cuda_sync, machine_info, ratio, verdict, write_report,
+)
 
 #: ``wall``: elapsed time. ``cpu``: CPU time of this process (all its threads), which does not
 #: count the time other jobs hold the cores: steadier on a shared machine, with ``--threads 1``.
@@ -281,8 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         results["devices"][name] = run_device(device, args)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_report(args.json, json.dumps(results, indent=2) + "\n")
         log(f"results written to {args.json}")
     agree = all(a["ok"] for d in results["devices"].values() for a in d.get("agreement", {}).values())
     return 0 if agree else 1

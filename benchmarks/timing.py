@@ -31,10 +31,11 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 __all__ = ["Stats", "Ratio", "compare", "calibrate_inner", "ratio", "median_ci", "verdict", "cuda_sync",
-           "machine_info", "format_seconds"]
+           "machine_info", "format_seconds", "write_report"]
 
 
 def _quantile(values: tuple[float, ...], q: float) -> float:
@@ -322,3 +323,11 @@ def machine_info() -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
     return info
+
+
+def write_report(path: str | Path, text: str) -> None:
+    """Write a result file (``--json``, ``--profile``), making its folder: the README's commands
+    write under the git-ignored ``runs/``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

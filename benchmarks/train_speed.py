@@ -26,7 +26,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from timing import compare, machine_info, ratio  # noqa: E402
+from timing import compare, machine_info, ratio, write_report  # noqa: E402
 
 MODELS = ("cifar_resnet20", "cifar_se_resnet20", "cifar_se_resnet56")
 #: name -> (channels_last, SGD implementation)
@@ -170,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(5):
                 step()
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-        Path(args.profile).write_text(f"{first}, batch {b}, channels_last, 5 steps, {torch.get_num_threads()} "
-                                      f"threads, {machine_info().get('cpu', '')}\n{table}\n")
+        write_report(args.profile, f"{first}, batch {b}, channels_last, 5 steps, {torch.get_num_threads()} "
+                                   f"threads, {machine_info().get('cpu', '')}\n{table}\n")
         print(f"\nprofile of {first}: {args.profile}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        write_report(args.json, json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -65,3 +65,18 @@ def test_paper_table_row(row):
 def test_paper_table_covers_the_issue_tables():
     assert {"2", "10", "13", "15", "16"} <= {r.table for r in ROWS}
     assert len([r for r in ROWS if r.table == "2"]) >= 10
+
+
+def test_paper_command_prints_the_paper_figures_as_given(monkeypatch, capsys):
+    """`senet complexity --paper` is what the README's complexity table is copied from: the
+    paper's GFLOPs appear with the digits the paper gives (0.569, not 0.57)."""
+    import senet.paper
+    from senet.cli.main import main
+
+    rows = [r for r in ROWS if r.table == "3" and not r.note]
+    monkeypatch.setattr(senet.paper, "compare", lambda: compare(rows))
+    assert main(["complexity", "--paper"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for row in rows:
+        (line,) = [ln for ln in lines if f" {row.model} " in ln]
+        assert f" {row.gflops:g} " in line and f" {row.params_m:.1f} " in line

@@ -82,6 +82,7 @@ def test_out_in_a_read_only_folder(tiny_tree, tmp_path, capsys):
 def test_resume_and_analyze_on_a_read_only_run(tiny_tree, tmp_path, capsys):
     run = tmp_path / "src" / "run"
     assert main(["train", "--data", str(tiny_tree), "--out", str(run), "--set", "run.max_steps=1", *SMALL]) == 0
+    (run / "summary.json").unlink()  # as if stopped before its end (a finished run has nothing to resume)
     capsys.readouterr()
     with read_only(tmp_path / "src", tmp_path / "ro") as ro:
         assert main(["train", "--resume", str(ro / "run"), "--no-progress"]) == 2

@@ -32,7 +32,7 @@ def test_a_session_packs_its_runs_and_the_next_resumes_them(kit, tmp_path, capsy
     tree = make_tree(tmp_path / "tree", classes=2, train=32, test=8)
     first = tmp_path / "out1"
     assert kit.main(["--data", str(tree), "--out", str(first), "--budget", "40", *TINY, "--stream-model", "resnet18",
-                     "--throughput-models", "cifar_resnet20", "--throughput-steps", "1",
+                     "--throughput-models", "cifar_resnet20", "--throughput-steps", "1", "--throughput-batch", "8",
                      "--stream", "2", "1", "0", "40", "32"]) == 0
     results = json.loads((first / "results.json").read_text())
     assert results["throughput"]["cifar_resnet20"]["images_per_s"] > 0

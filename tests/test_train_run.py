@@ -203,3 +203,43 @@ def test_explicit_data_without_the_dataset_is_an_error_and_leaves_no_run(tmp_pat
     err = capsys.readouterr().err
     assert f"--data {tmp_path / 'empty'} does not hold cifar10: expected it to be, or to contain, one of" in err
     assert not out.exists()
+
+
+def test_resuming_a_finished_run_trains_nothing(tiny_tree, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(tiny_tree, out, "--epochs", "1") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    files = lambda: {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".senet.lock"}  # noqa: E731
+    before = files()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert f"{out} has finished already (1 epochs, test error top-1 {100 * summary['test_top1_err']:.2f}%" in said
+    assert "epoch 1/1" not in said  # nothing trained
+    assert files() == before
+
+    # killed after its last checkpoint, before the weights and summary: those are written, no step is trained
+    (out / "summary.json").unlink()
+    (out / "model.safetensors").unlink()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "finished training before it stopped: writing its weights and summary" in said and "epoch 1/1" not in said
+    assert json.loads((out / "summary.json").read_text())["test_top1_err"] == summary["test_top1_err"]
+    from safetensors.torch import load, load_file
+
+    weights, then = load_file(out / "model.safetensors"), load(before["model.safetensors"])
+    assert weights.keys() == then.keys() and all(torch.equal(weights[k], then[k]) for k in then)
+
+
+def test_eval_of_a_run_scores_what_the_run_scored_unless_full_split(tiny_tree, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(tiny_tree, out, "--epochs", "1", "--set", "data.test_subset=12") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_images"] == 12
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "(test split, the run's data.test_subset: 12 of 32 images at 16x16)" in said
+    assert f"top-1 error {100 * summary['test_top1_err']:.2f}%" in said
+    assert main(["eval", "--run", str(out), "--full-split"]) == 0
+    assert "(test split, 32 images at 16x16)" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from typing import Any
 
 from senet.analysis.ablate import CellRun, StudyPlan
 from senet.errors import SenetError
-from senet.train.config import EXECUTION_ONLY
+from senet.train.config import EXECUTION_ONLY, flat_config
 from senet.utils.text import read_json
 
 #: config keys that say how a run executes, not what it computes (ignored when matching a
@@ -29,20 +29,10 @@ WHERE_IT_RUNS = {(section, key) for section, keys in EXECUTION_ONLY.items() for 
 STUDY_JSON = "study.json"
 
 
-def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out: dict[tuple[str, ...], Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and not (prefix == ("model",) and key == "kwargs"):
-            out.update(_flatten(value, (*prefix, key)))
-        else:
-            out[(*prefix, key)] = value
-    return out
-
-
 def config_differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """``"key: A in the folder, B now"`` for every key (other than :data:`WHERE_IT_RUNS`) whose
     value differs; ``model.kwargs`` compares as a whole."""
-    a, b = _flatten(existing), _flatten(wanted)
+    a, b = flat_config(existing), flat_config(wanted)
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key in WHERE_IT_RUNS or a.get(key) == b.get(key):

@@ -24,6 +24,14 @@ def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
     return "-".rjust(width + len(suffix)) if x is None else format(x, spec) + suffix
 
 
+def _paper_gflops(x: float | None) -> str:
+    """The paper's GFLOPs with the digits it gives: 2 decimals, 3 where it has them (0.569)."""
+    if x is None:
+        return "-"
+    text = f"{x:.3f}"
+    return text[:-1] if text.endswith("0") else text
+
+
 def _parse_kwargs(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -57,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             gd = None if c.gflops_diff is None else 100 * c.gflops_diff
             print(f"{c.row.table:>5}  {c.row.label:<16} {c.row.model:<22} {c.params_m:9.2f} "
                   f"{_fmt(c.row.params_m, '6.1f')} {_fmt(pd, '+6.2f', '%')} {c.gflops:7.3f} "
-                  f"{_fmt(c.row.gflops, '6.2f')} {_fmt(gd, '+6.2f', '%')}  "
+                  f"{_paper_gflops(c.row.gflops):>6} {_fmt(gd, '+6.2f', '%')}  "
                   f"{'yes' if c.ok else 'doc' if excused else 'NO'}"
                   + (f"  ({c.row.note})" if c.row.note else ""))
         print(f"{bad} row(s) more than {TOLERANCE:.0%} off the paper without a documented reason; "

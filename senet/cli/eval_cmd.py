@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="centre-crop fraction (default: the weights'); the short side is resized to SIDE / crop-pct")
     p.add_argument("--ten-crop", action="store_true",
                    help="average the probabilities of 10 crops (corners, centre, mirrored), as the ILSVRC entry")
+    p.add_argument("--full-split", action="store_true",
+                   help="with --run: score every image of the split, not the run's data.test_subset / train_subset")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,18 +30,32 @@ def run(args: argparse.Namespace) -> int:
     from senet.data.transforms import ViewAverage, batch_transform, check_eval_sizes, resolve_data_config
     from senet.errors import SenetError
     from senet.train import evaluate
+    from senet.train.data import subset
     from senet.train.trainer import resolve_device
 
     source = load_source(args)
     name, model, meta = source.name, source.model, source.meta
-    ds = load_split(source.dataset, args.split, data=source.data)
+    run_data = source.run.config().data if source.run is not None else None
+    ds = load_split(source.dataset, args.split, data=source.data,
+                    skip_corrupt=bool(run_data and run_data.skip_corrupt))
+    what = f"{args.split} split, {len(ds.labels)}"
+    if run_data is not None and not args.full_split:  # score what the run's own summary scored
+        key = "train_subset" if args.split == "train" else "test_subset"
+        n, total = getattr(run_data, key), len(ds.labels)
+        if 0 < n < total:
+            ds = subset(ds, n)
+            what = f"{args.split} split, the run's data.{key}: {n} of {total}"
     outputs = model.num_classes
     if outputs != len(ds.classes):
         raise SenetError(f"the model has {outputs} outputs but {ds.source} has {len(ds.classes)} classes")
     if meta.classes and list(meta.classes) != list(ds.classes):
         raise SenetError(f"the model's classes ({', '.join(meta.classes[:5])}, ...) are not those of {ds.source} "
                          f"({', '.join(ds.classes[:5])}, ...)")
-    cfg = resolve_data_config(model, input_size=args.input_size, crop_pct=args.crop_pct)
+    size, pct = args.input_size, args.crop_pct
+    h, w = ds.images.shape[-2:]
+    if run_data is not None and run_data.loader == "memory" and size is None and pct is None and h == w:
+        size, pct = h, 1.0  # as the run's own test pass: the stored images, normalised
+    cfg = resolve_data_config(model, input_size=size, crop_pct=pct)
     check_eval_sizes(model, cfg, batch_size=args.batch_size, images=len(ds.labels), ten_crop=args.ten_crop)
     device = resolve_device(args.device)
     net = ViewAverage(model, 10) if args.ten_crop else model
@@ -47,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(net, ds.images, ds.labels, batch_transform(cfg, ds.images.shape[-2:], ten_crop=args.ten_crop),
                    batch_size=args.batch_size, device=device)
     views = " (10 crops)" if args.ten_crop else ""
-    print(f"{name} on {ds.source} ({args.split}, {len(ds.labels)} images at {cfg.crop}x{cfg.crop}{views}): "
+    print(f"{name} on {ds.source} ({what} images at {cfg.crop}x{cfg.crop}{views}): "
           f"top-1 error {100 * res['top1_err']:.2f}%  top-5 error {100 * res['top5_err']:.2f}%  "
           f"loss {res['loss']:.4f}")
     return 0

@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace, env) -> int:
     from senet.errors import SenetError
     from senet.train import RunDir, distributed, resolve
     from senet.train.config import config_from_dict, merge
-    from senet.train.rundir import CONFIG
+    from senet.train.rundir import CONFIG, SUMMARY
     from senet.train.trainer import resolve_device
 
     say = print if env.is_main else (lambda *a, **k: None)
@@ -94,6 +94,11 @@ def _run(args: argparse.Namespace, env) -> int:
             changes = merge(changes, {"run": {"device": args.device}})
         if changes:
             cfg = config_from_dict(merge(cfg.to_dict(), changes))
+        if run_dir.file(SUMMARY).is_file():  # written last, by a run that reached its end
+            summary = run_dir.summary()
+            say(f"{run_dir.path} has finished already ({summary['epochs']:g} epochs, test error top-1 "
+                f"{100 * summary['test_top1_err']:.2f}% top-5 {100 * summary['test_top5_err']:.2f}%); nothing to resume")
+            return 0
         distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
                                      backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
     else:

@@ -30,7 +30,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 #: Settings that only say how a run executes, not what it computes: a run may resume with
 #: them changed, and results that differ only in them are the same experiment.
-EXECUTION_ONLY = {"run": ("device", "threads", "compile", "accum_steps", "dist_backend", "dist_timeout"),
+EXECUTION_ONLY = {"run": ("device", "threads", "compile", "accum_steps", "dist_backend", "dist_timeout",
+                          "tensorboard", "mlflow"),
                   "data": ("workers", "eval_batch_size")}
 
 
@@ -144,6 +145,8 @@ class RunConfig:
     sync_bn: bool = False
     dist_backend: str = "auto"  # auto: nccl on CUDA, gloo on the CPU
     dist_timeout: float = 600.0  # seconds a collective may wait for a peer
+    tensorboard: bool = False  # TensorBoard event files in <run>/tensorboard (senet.train.tracking)
+    mlflow: bool | str = False  # true: an MLflow store in the run folder; a URI: that tracking server or store
 
 
 @dataclass
@@ -286,6 +289,8 @@ def _check(cfg: Config) -> None:
          f"data.batch_size {d.batch_size} must be divisible by run.accum_steps {r.accum_steps}")
     need(r.dist_backend in BACKENDS, f"run.dist_backend {r.dist_backend!r} is unknown; choose from {', '.join(BACKENDS)}")
     need(r.dist_timeout > 0, f"run.dist_timeout must be > 0 seconds, got {r.dist_timeout}")
+    need(not isinstance(r.mlflow, str) or bool(r.mlflow.strip()),
+         "run.mlflow must be true, false or an MLflow tracking URI (e.g. http://host:5000)")
 
 
 def check_work_sizes(cfg: Config, world_size: int = 1) -> None:
@@ -312,6 +317,18 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     cfg = _build(Config, values, "")
     _check(cfg)
     return cfg
+
+
+def flat_config(values: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """``{("optim", "lr"): 0.1, ...}``: the leaves of a config mapping; ``model.kwargs`` stays
+    one value (its keys are the model's, not the schema's)."""
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and not (prefix == ("model",) and key == "kwargs"):
+            out.update(flat_config(value, (*prefix, key)))
+        else:
+            out[(*prefix, key)] = value
+    return out
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

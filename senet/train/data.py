@@ -25,7 +25,9 @@ class Splits:
         return self.train.classes
 
 
-def _subset(ds: ImageDataset, n: int) -> ImageDataset:
+def subset(ds: ImageDataset, n: int) -> ImageDataset:
+    """The fixed random ``n`` images of ``ds`` a run with ``data.train_subset`` /
+    ``data.test_subset`` = ``n`` uses (the same for every seed); all of them when ``n`` is 0."""
     if not n or n >= len(ds.labels):
         return ds
     idx = torch.randperm(len(ds.labels), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n]
@@ -63,4 +65,4 @@ def load_splits(cfg: DataConfig) -> Splits:
         if ds.images.shape[1] != 3:
             raise DataError(f"the {split} split of {ds.source} has {ds.images.shape[1]} channels; expected 3 (RGB)")
     mean, std = channel_stats(train)
-    return Splits(_subset(train, cfg.train_subset), _subset(test, cfg.test_subset), mean, std)
+    return Splits(subset(train, cfg.train_subset), subset(test, cfg.test_subset), mean, std)

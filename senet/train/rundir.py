@@ -3,8 +3,10 @@
 ``config.yaml`` (resolved configuration), ``version.json`` (code version and environment),
 ``metrics.csv`` (one row per epoch), ``summary.json``, ``curves.png``, ``model.safetensors``,
 ``checkpoint.pt`` (resume state) and ``checkpoint.prev.pt`` (the one before it),
-``events.log`` and ``skipped.txt`` (images left out by ``--skip-corrupt``). Every file is
-written atomically, so an interrupted run never leaves a half-written one.
+``events.log`` and ``skipped.txt`` (images left out by ``--skip-corrupt``); with experiment
+tracking on, ``tensorboard/`` and ``mlflow.db``, ``mlartifacts/``, ``mlflow.json``. Every file
+senet writes itself is written atomically, so an interrupted run never leaves a half-written one
+(TensorBoard's and MLflow's stores are written by those libraries).
 
 One process owns a run directory at a time (:class:`~senet.utils.lock.FolderLock`, taken by
 :meth:`RunDir.create` and :meth:`RunDir.acquire`); only the owner removes the temporary
@@ -20,6 +22,7 @@ import dataclasses
 import io
 import json
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -41,8 +44,12 @@ METRICS = (
 CONFIG, VERSION, METRICS_CSV, SUMMARY = "config.yaml", "version.json", "metrics.csv", "summary.json"
 CURVES, WEIGHTS, CHECKPOINT, SKIPPED = "curves.png", "model.safetensors", "checkpoint.pt", "skipped.txt"
 PREVIOUS, EVENTS = "checkpoint.prev.pt", "events.log"
+#: experiment tracking (senet.train.tracking): TensorBoard event files, the run folder's MLflow
+#: store and artefacts, and which MLflow run this run is
+TENSORBOARD, MLFLOW_DB, MLFLOW_ARTIFACTS, MLFLOW_RUN = "tensorboard", "mlflow.db", "mlartifacts", "mlflow.json"
 #: what a run holds before its first checkpoint; a failed start removes them again
-STARTUP_FILES = (CONFIG, VERSION, EVENTS, SKIPPED)
+STARTUP_FILES = (CONFIG, VERSION, EVENTS, SKIPPED, MLFLOW_RUN, MLFLOW_DB)
+STARTUP_FOLDERS = (TENSORBOARD, MLFLOW_ARTIFACTS)
 
 
 def holds_files(folder: Path) -> bool:
@@ -155,6 +162,8 @@ class RunDir:
         for name in STARTUP_FILES:
             with contextlib.suppress(OSError):
                 self.file(name).unlink(missing_ok=True)
+        for name in STARTUP_FOLDERS:
+            shutil.rmtree(self.file(name), ignore_errors=True)
         for stale in self.path.glob(f".*{TMP_SUFFIX}"):
             with contextlib.suppress(OSError):
                 stale.unlink()
@@ -216,6 +225,18 @@ class RunDir:
             if "epoch" not in rows[-1]:
                 raise SenetError(f"{display(path)}, line {line}: no epoch; the file is damaged") from None
         return rows
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json`` of a finished run."""
+        try:
+            summary = json.loads(self.file(SUMMARY).read_text())
+        except OSError as e:
+            raise fs_error(e, self.file(SUMMARY), "read") from None
+        except ValueError as e:
+            raise SenetError(f"{self.file(SUMMARY)} is not valid JSON: {e}") from None
+        if not isinstance(summary, dict):
+            raise SenetError(f"{self.file(SUMMARY)} is not a senet run summary (not a JSON object)")
+        return summary
 
     def write_metrics(self, history: list[dict[str, float]]) -> None:
         """Rewrite ``metrics.csv`` from the history (the checkpoint's copy is authoritative)."""

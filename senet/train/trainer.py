@@ -19,6 +19,9 @@ are accumulated locally (``no_sync``) and averaged over the group once per optim
 so ``W`` processes train like one process with ``W * accum_steps`` micro-batches. Only rank 0
 writes to the run directory; metrics are summed over the group. A checkpoint holds the
 unwrapped model, so a run resumes on any number of processes.
+
+Experiment tracking (TensorBoard, MLflow: :mod:`senet.train.tracking`) gets what
+``metrics.csv`` gets, when it gets it, and every step's loss when the host looks at it.
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ from torch import nn
 
 from senet.complexity import complexity
 from senet.errors import SenetError
+from senet.layers.se import SqueezeExcite
 from senet.models import create_model
 from senet.train import distributed as dist
 from senet.train.checkpoint import load_latest, rng_states, save_checkpoint, set_rng_states
 from senet.train.config import EXECUTION_ONLY, Config, check_work_sizes
 from senet.train.evaluate import autocast_for, errors_from_sums, eval_sums
-from senet.train.rundir import CHECKPOINT, METRICS_CSV, PREVIOUS, WEIGHTS, RunDir
+from senet.train.rundir import CHECKPOINT, CONFIG, CURVES, METRICS, METRICS_CSV, PREVIOUS, SUMMARY, WEIGHTS, RunDir
 from senet.train.schedule import lr_at, plateau_drops, scaled_lr
 from senet.train.sources import make_source
+from senet.train.tracking import Trackers, open_trackers
 from senet.utils.finite import float_tensors, nonfinite_flag
 from senet.utils.limits import check_input_size
 from senet.utils.seeding import derive_seed, seed_everything
@@ -70,6 +75,20 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
                              "start at most that many processes per node (torchrun --nproc-per-node)")
         return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+def _place(model: nn.Module, device: torch.device, *, channels_last: bool) -> nn.Module:
+    """``model`` on ``device``, its convolution weights in channels_last layout if asked. The SE
+    FC weights (1x1 convolutions of the pooled ``(N, C, 1, 1)`` tensor) keep the standard strides:
+    the memory is the same, but their gradients come back with standard strides, and DDP's
+    gradient buckets, laid out like the parameters, would otherwise warn ("Grad strides do not
+    match bucket view strides") and copy them every step."""
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    for m in model.modules():
+        if isinstance(m, SqueezeExcite) and m.squeeze != "none":
+            for fc in (m.fc1, m.fc2):
+                fc.weight.data = fc.weight.data.clone(memory_format=torch.contiguous_format)
+    return model
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +146,7 @@ class Trainer:
             run.write_skipped(self.source.skipped)
         self.model = create_model(cfg.model.name, num_classes=len(self.source.classes), **cfg.model.kwargs)
         check_input_size(self.model, (getattr(self.model, "in_chans", 3), cfg.data.crop, cfg.data.crop), "data.crop")
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model.to(self.device, memory_format=fmt)
+        _place(self.model, self.device, channels_last=self.channels_last)
         self.ddp: nn.parallel.DistributedDataParallel | None = None
         train_module: nn.Module = self.model
         if self.env.distributed:
@@ -159,6 +177,7 @@ class Trainer:
         self.elapsed = 0.0  # wall seconds of earlier sessions of this run
         self._rotate = True  # keep the checkpoint a save replaces as the previous one
         self._plotted = -math.inf  # when curves.png was last drawn
+        self.tracker = Trackers()  # TensorBoard / MLflow (rank 0, opened by fit)
         if resume:
             self._resume()
         if self.env.rank:  # the model's own draws (dropout, Shake-Shake) differ between ranks
@@ -256,6 +275,11 @@ class Trainer:
     def global_step(self) -> int:
         return self.epoch * self.steps_per_epoch + self.step
 
+    @property
+    def done(self) -> bool:
+        """Whether the schedule (or ``run.max_steps``) has been trained to its end."""
+        return self.epoch >= self.cfg.schedule.epochs or self.global_step >= self.total_steps
+
     def _plateaus(self) -> int:
         s = self.cfg.schedule
         if s.name != "plateau":
@@ -310,6 +334,10 @@ class Trainer:
         values = dist.all_sum(values).cpu()
         window.clear()
         losses, flags = values[0], values[1]
+        if self.tracker:  # every step's loss, already on the host: no extra sync
+            for gstep, loss in zip(steps, losses.tolist()):
+                self.tracker.log_metrics({"train_loss_step": loss / self.env.world_size, "lr_step": self.lr(gstep)},
+                                         gstep)
         bad = [i for i in range(len(steps)) if not math.isfinite(float(losses[i])) or float(flags[i]) != 0]
         if not bad:
             return
@@ -329,14 +357,31 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the end of the schedule (or ``run.max_steps``); returns the summary."""
+        if self.is_main:
+            self.tracker = open_trackers(self.cfg.run, self.run.path, resume_step=self.global_step)
+        try:
+            summary = self._fit()
+        except BaseException as e:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                self.tracker.close("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
+        for name in (SUMMARY, METRICS_CSV, CURVES):
+            if self.run.file(name).is_file():
+                self.tracker.log_artifact(self.run.file(name))
+        self.tracker.close()
+        return summary
+
+    def _fit(self) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
+        self.tracker.log_config(cfg.to_dict(), self.run.file(CONFIG))
         self._t0 = time.perf_counter()
         where = f"{self.device}" + (f" (rank {self.env.rank} of {self.env.world_size})" if self.env.distributed else "")
         self._event(("resumed at" if self.global_step else "started at") + f" epoch {self.epoch} step {self.step} on {where}")
         if self.global_step and self.is_main:
-            self._log(f"resuming {self.run.path} at epoch {self.epoch + 1} step {self.step + 1}")
+            self._log(f"resuming {self.run.path} at epoch {self.epoch + 1} step {self.step + 1}" if not self.done else
+                      f"{self.run.path} finished training before it stopped: writing its weights and summary")
         batch = cfg.data.batch_size
         bar = tqdm(total=self.total_steps * batch, initial=min(self.global_step, self.total_steps) * batch,
                    unit="img", unit_scale=True, disable=not self.progress, dynamic_ncols=True, file=sys.stderr,
@@ -345,8 +390,9 @@ class Trainer:
         self._unchecked.clear()
         if self.global_step and self.is_main and self.history:
             self.run.write_metrics(self.history)  # the checkpoint is written first: catch up on a kill between
+            self._track_row(self.history[-1])  # (a row at another step than the checkpoint's is logged already)
         try:
-            while self.epoch < cfg.schedule.epochs and self.global_step < self.total_steps:
+            while not self.done:
                 bar.set_description(f"epoch {self.epoch + 1}/{cfg.schedule.epochs}")
                 self.model.train()
                 if self._bn_frozen():
@@ -421,10 +467,17 @@ class Trainer:
                        f"err {100 * row['train_top1_err']:.2f}%{test}  lr {row['lr']:.4g}  "
                        f"{row['images_per_s']:.0f} img/s  {row['seconds']:.0f} s")
             self.run.write_metrics(self.history)
+            self._track_row(row)
             # the plot is for people (metrics.csv is the record): redrawn at most once a minute
             if last or time.perf_counter() - self._plotted >= PLOT_EVERY_S:
                 self.run.write_curves(self.history)
                 self._plotted = time.perf_counter()
+
+    def _track_row(self, row: dict[str, float]) -> None:
+        """A ``metrics.csv`` row to the trackers, at the global step its epoch ended on."""
+        step = round(row["epoch"] * self.steps_per_epoch)
+        if self.tracker and step == self.global_step:
+            self.tracker.log_metrics({k: row[k] for k in METRICS if k in row}, step)
 
     def test(self) -> dict[str, float]:
         """Loss, top-1 and top-5 error on the test (val) split, shared out over the group."""

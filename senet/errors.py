@@ -16,6 +16,24 @@ class WeightsError(SenetError):
     """A weight file that cannot be read or does not fit the model (names the keys at fault)."""
 
 
+class WeightsUnavailable(WeightsError):
+    """Released weights that cannot be fetched here (offline, blocked, gone): the reason, what
+    to download where there is internet and where to put it, and the option that takes the
+    file instead (``pretrained=PATH``; :meth:`for_option` names another, e.g. the detection
+    builders' ``weights_backbone=PATH``)."""
+
+    def __init__(self, what: str, reason: str, remedy: str, option: str = "pretrained=PATH (--weights PATH)",
+                 fetching: str = "its released weights") -> None:
+        self.what, self.reason, self.remedy, self.option, self.fetching = what, reason, remedy, option, fetching
+        super().__init__(f"{what}: cannot fetch {fetching} ({reason}); {remedy} {option}")
+
+    def for_option(self, option: str) -> WeightsUnavailable:
+        """The same error, naming ``option`` as the way to pass the file instead of ``pretrained=``."""
+        if not self.option.startswith("pretrained="):
+            return self
+        return WeightsUnavailable(self.what, self.reason, self.remedy, option, self.fetching)
+
+
 class DataError(SenetError):
     """A dataset that cannot be found or read (names the file or folder at fault)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from torch import nn
 
 from senet.errors import SenetError
 from senet.utils.atomic import atomic_path
+from senet.utils.limits import check_input_size, check_work_size
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -57,16 +59,18 @@ def preprocessing(model: nn.Module) -> dict[str, str]:
     return out
 
 
-def _inputs(model: nn.Module, input_size: tuple[int, int, int], dynamic_batch: bool,
-            dynamic_size: bool) -> list[torch.Tensor]:
-    """The example input, then one of another batch size and/or spatial size for dynamic files."""
-    param = next(model.parameters())
-    g = torch.Generator().manual_seed(0)
+def _shapes(input_size: tuple[int, ...], dynamic_batch: bool, dynamic_size: bool) -> list[tuple[int, ...]]:
+    """The example input's shape, then one of another batch size and/or spatial size for dynamic files."""
     c, h, w = input_size
     shapes = [(2, c, h, w)]
     if dynamic_batch or dynamic_size:
         shapes.append((3 if dynamic_batch else 2, c, h + 32 if dynamic_size else h, w + 64 if dynamic_size else w))
-    return [torch.randn(s, generator=g).to(device=param.device, dtype=param.dtype) for s in shapes]
+    return shapes
+
+
+def _inputs(shapes: list[tuple[int, ...]], like: torch.Tensor) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(s, generator=g).to(device=like.device, dtype=like.dtype) for s in shapes]
 
 
 def _check(outputs: list[torch.Tensor], refs: list[torch.Tensor], tolerance: float) -> tuple[float, float]:
@@ -92,6 +96,33 @@ def _quiet() -> Any:
             yield out
 
 
+def onnx_opsets() -> range:
+    """The ONNX opsets the installed exporter really writes: from the opset its operator library
+    is written in (torch's ``TORCHLIB_OPSET``, 18 in torch 2.14; below it the exporter writes
+    that opset instead) up to the newest the installed ``onnx`` knows (its version converter
+    keeps the graph's opset, silently, for any other)."""
+    import onnx
+
+    try:
+        from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET as low
+    except ImportError:  # a private module: where it moves, the opset of torch 2.14
+        low = 18
+    return range(int(low), onnx.defs.onnx_opset_version() + 1)
+
+
+def _check_opset(opset: int | None) -> None:
+    if opset is None:
+        return
+    ok = onnx_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in ok:
+        raise SenetError(f"--opset {opset} cannot be written: the installed exporter (torch {torch.__version__}) "
+                         f"writes ONNX opsets {ok.start} to {ok.stop - 1}")
+
+
+def _written_opset(program: Any) -> int | None:
+    return program.model.opset_imports.get("")
+
+
 def _onnx(model: nn.Module, tmp: Path, example: torch.Tensor, meta: dict[str, str], dynamic_batch: bool,
           dynamic_size: bool, opset: int | None, optimize: bool) -> None:
     auto = torch.export.Dim.AUTO
@@ -106,6 +137,9 @@ def _onnx(model: nn.Module, tmp: Path, example: torch.Tensor, meta: dict[str, st
         except Exception as e:  # noqa: BLE001 (torch.export / onnxscript failures have many types)
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SenetError(f"ONNX export failed: {detail[:300]}") from None
+    written = _written_opset(program)
+    if opset is not None and written != opset:  # the exporter falls back to another opset without failing
+        raise SenetError(f"--opset {opset}: the exporter wrote opset {written} instead; nothing was written")
     names = {0: "batch", 2: "height", 3: "width"}
     shape = program.model.graph.inputs[0].shape
     renames = {dim: names[i] for i, dim in enumerate(shape) if i in names and not isinstance(dim, int)}
@@ -131,7 +165,12 @@ def _torchscript(model: nn.Module, tmp: Path, meta: dict[str, str]) -> None:
             scripted = torch.jit.script(model)
         except Exception as e:  # noqa: BLE001
             raise SenetError(f"TorchScript compilation failed: {str(e).strip().splitlines()[0][:300]}") from None
-        torch.jit.save(scripted, str(tmp), _extra_files={EXTRA_FILE: json.dumps(meta)})
+        # into memory first: torch.jit.save's own file writer aborts the process (C++ c10::Error)
+        # on a full disk; Python's writes fail with an OSError that names the file
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf, _extra_files={EXTRA_FILE: json.dumps(meta)})
+    with open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 def export_model(
@@ -143,7 +182,7 @@ def export_model(
     dynamic_batch: bool = False,
     dynamic_size: bool = False,
     opset: int | None = None,
-    optimize: bool = True,
+    optimize: bool | None = None,
     tolerance: float = 1e-4,
 ) -> Exported:
     """Write ``model`` (in eval mode) as ONNX or TorchScript to ``path``, verified (module docstring).
@@ -152,30 +191,53 @@ def export_model(
         input_size: ``(C, H, W)`` of the example input (default: the model's ``pretrained_cfg``).
         dynamic_batch, dynamic_size: leave the batch size / height and width free in an ONNX file
             (a TorchScript file is never bound to a size); the check then also runs another shape.
-        opset: ONNX opset (default: the exporter's).
-        optimize: run the ONNX exporter's graph optimisations (constant folding and the like).
+        opset: ONNX opset (default: the exporter's), one of :func:`onnx_opsets`; the written
+            file's opset is checked to be it.
+        optimize: run the ONNX exporter's graph optimisations (constant folding and the like;
+            default on).
         tolerance: largest difference allowed, relative to the largest logit.
 
     Raises:
-        SenetError: a failing export or verification (nothing is left at ``path``).
+        SenetError: an option that cannot be honoured (an opset the exporter does not write,
+            ONNX options for TorchScript, an input size the model cannot run at or too large
+            to allocate), a failing export or verification (nothing is left at ``path``).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
+    if format != "onnx":
+        for name, value, flag in (("opset", opset, "--opset"), ("optimize", optimize, "--no-optimize")):
+            if value is not None:
+                raise SenetError(f"{flag} ({name}) applies to ONNX files only, not to {format}")
+    _check_opset(opset)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (
+            math.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"tolerance must be a finite number > 0, got {tolerance!r}")
     path = Path(path)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     input_size = tuple(input_size or cfg.get("input_size") or (3, 224, 224))
-    if len(input_size) != 3 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (channels, height, width), positive, got {input_size}")
+    if len(input_size) != 3 or not all(isinstance(s, int) and s >= 1 for s in input_size):
+        raise ValueError(f"input_size must be (channels, height, width), positive integers, got {input_size}")
+    shapes = _shapes(input_size, dynamic_batch, dynamic_size)
+    param = next(model.parameters())
+    for shape in shapes:
+        check_work_size(f"--input-size {input_size[-1]}", shape, param.element_size())
     was_training = model.training
     model.eval()
     meta = preprocessing(model)
     try:
-        inputs = _inputs(model, input_size, dynamic_batch, dynamic_size)
+        check_input_size(model, input_size, "--input-size")
+        inputs = _inputs(shapes, param)
         with torch.no_grad():
-            refs = [model(x).cpu() for x in inputs]
+            try:
+                refs = [model(x).cpu() for x in inputs]
+            except RuntimeError as e:  # e.g. a number of channels the model does not take
+                detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+                raise SenetError(f"the model cannot run on inputs of {' and '.join(map(str, shapes))}: "
+                                 f"{detail}") from None
         with atomic_path(path) as tmp:
             if format == "onnx":
-                _onnx(model, tmp, inputs[0], meta, dynamic_batch, dynamic_size, opset, optimize)
+                _onnx(model, tmp, inputs[0], meta, dynamic_batch, dynamic_size, opset,
+                      True if optimize is None else optimize)
                 outputs = _run_onnx(tmp, inputs)
             else:
                 _torchscript(model, tmp, meta)

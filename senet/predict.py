@@ -14,7 +14,7 @@ from torch import nn
 
 from senet.data.decode import decode_image
 from senet.data.imagefolder import is_image_name
-from senet.data.transforms import DataConfig, eval_crops, normalize
+from senet.data.transforms import DataConfig, check_eval_sizes, eval_crops, normalize
 from senet.errors import DataError
 
 
@@ -74,7 +74,9 @@ def predict(
     ``skip_corrupt`` reported to ``on_skip`` and left out."""
     if topk < 1 or batch_size < 1:
         raise ValueError("topk and batch_size must be >= 1")
-    model.eval().to(device)
+    model.eval()
+    check_eval_sizes(model, cfg, batch_size=batch_size, images=len(paths), ten_crop=ten_crop)
+    model.to(device)
     names = cfg.classes
     batch: list[tuple[Path, torch.Tensor]] = []
 

@@ -30,13 +30,14 @@ also carry its layout itself, as a class attribute ``se_layout``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 import torch
 from torch import nn
 
-from senet.layers import SE_KWARGS, ResidualUnit, SEConfig, SqueezeExcite, make_block_se
+from senet.layers import ResidualUnit, SEConfig, SqueezeExcite, make_block_se, runs_children_in_order
 from senet.models._features import module_stages
 
 DESCEND = "descend"  #: rule: the module is a container, look inside it
@@ -122,7 +123,7 @@ def register_se_rule(module_type: type | str, rule: SERule) -> None:
     * a :class:`ResidualLayout`: the module is a residual block; SE goes in it as ``placement`` says;
     * a function ``rule(module, se_config, stage) -> nn.Module`` that puts an SE block into the
       module (build it with ``se_config.make(channels)``) and returns the module to use in its
-      place (``stage`` is -1 unless ``add_se`` was given ``stages``);
+      place (``stage`` is -1 unless ``add_se`` was given ``se_stages``);
     * :data:`DESCEND` (``"descend"``): a container; ``add_se`` looks at its children;
     * ``None``: no SE in this module or below it.
 
@@ -147,9 +148,7 @@ def _rule(module: nn.Module) -> Any:
 
 
 def _is_container(module: nn.Module) -> bool:
-    if isinstance(module, (nn.ModuleList, nn.ModuleDict)):
-        return True
-    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+    return isinstance(module, (nn.ModuleList, nn.ModuleDict)) or runs_children_in_order(module)
 
 
 def _has_conv(module: nn.Module) -> bool:
@@ -177,7 +176,7 @@ class SEResidual(ResidualUnit):
             self.add_module(name, child)
         self.se = se
         self.placement = placement
-        self.fuse_se = True
+        self.fuse_se = True  # the block's own stochastic depth, if any, is part of its branch
         self.wrapped = _qualname(type(block))
         self._branch_names = layout.branch
         self._conv3x3 = layout.conv3x3 if layout.conv3x3 is not None else -1
@@ -325,7 +324,7 @@ def _number_stages(model: nn.Module, sites: list[_Site], input_size: tuple[int, 
         with torch.no_grad():
             torch.func.functional_call(model, meta, (torch.empty(1, *input_size, device="meta"),))
     except Exception as e:  # noqa: BLE001 (any failure means the same thing to the caller)
-        raise ValueError(f"add_se(stages=...) runs the model once on the meta device at {input_size} to number "
+        raise ValueError(f"add_se(se_stages=...) runs the model once on the meta device at {input_size} to number "
                          f"its stages, and that failed ({type(e).__name__}: {e}); pass input_size=") from None
     finally:
         model.train(was_training)
@@ -356,7 +355,7 @@ def add_se(
     model: nn.Module,
     placement: str = "standard",
     reduction: float = 16,
-    stages: list[int] | tuple[int, ...] | None = None,
+    se_stages: list[int] | tuple[int, ...] | None = None,
     *,
     input_size: tuple[int, int, int] | None = None,
     **se_options: Any,
@@ -371,27 +370,27 @@ def add_se(
             ``"pre"``, ``"post"``, ``"identity"``, ``"conv3x3"`` (Tables 14-15); plain stacks
             take only ``"standard"`` (after each convolution's activation).
         reduction: the reduction ratio ``r`` (Table 10).
-        stages: the stages that get SE (Table 13), ``None`` for all. A block's stage is
+        se_stages: the stages that get SE (Table 13), ``None`` for all. A block's stage is
             ``log2(input side / block output side)``: the paper's ResNet numbering (``conv2_x``
             at 56x56 for a 224x224 input is stage 2) and senet's own families'.
         input_size: ``(C, H, W)`` of the one forward pass on the ``meta`` device that numbers
-            the stages when ``stages`` is given (default: ``(C, 224, 224)``, ``C`` the first
+            the stages when ``se_stages`` is given (default: ``(C, 224, 224)``, ``C`` the first
             convolution's input channels).
         **se_options: the other SE keywords of ``create_model``: ``se_bias``, ``squeeze``,
-            ``gate``, ``se_divisor`` (e.g. ``se_divisor=8`` for timm's SE widths).
+            ``gate``, ``se_divisor`` (e.g. ``se_divisor=8`` for timm's SE widths). ``stages=``,
+            the old name of ``se_stages=``, still works with a ``FutureWarning``.
 
     Raises:
         ValueError: a module type that contains convolutions and has no rule (the message says
             how to register one), a model that already has SE blocks, no place for an SE
             block, or bad SE options.
     """
-    fixed = {"reduction", "placement", "se_stages"} & set(se_options)
-    unknown = set(se_options) - set(SE_KWARGS)
-    if fixed or unknown:
-        allowed = sorted(set(SE_KWARGS) - {"reduction", "placement", "se_stages"})
-        raise ValueError(f"unknown SE options {sorted(fixed | unknown)}; add_se takes placement=, reduction=, "
-                         f"stages= and {', '.join(allowed)}")
-    se = SEConfig.from_kwargs({**se_options, "reduction": reduction, "placement": placement, "se_stages": stages})
+    if "stages" in se_options:  # the name before se_stages=, create_model's and the CLI's
+        if se_stages is not None:
+            raise ValueError("add_se got both se_stages= and stages= (its old name); pass se_stages= only")
+        warnings.warn("add_se(stages=) is now add_se(se_stages=), as in create_model", FutureWarning, stacklevel=2)
+        se_stages = se_options.pop("stages")
+    se = SEConfig.from_kwargs({**se_options, "reduction": reduction, "placement": placement, "se_stages": se_stages})
     if any(isinstance(m, SqueezeExcite) for m in model.modules()):
         raise ValueError("the model already has SE blocks")
     root_rule = _rule(model)

@@ -97,19 +97,27 @@ def test_placements_match_senet(placement):
 
 
 def test_stages_use_the_papers_numbering():
-    model = senet.add_se(torchvision.models.resnet50(), stages=[5])
+    model = senet.add_se(torchvision.models.resnet50(), se_stages=[5])
     assert count_params(model) == count_params(senet.create_model("se_resnet50", se_stages=[5]))
     assert isinstance(model.layer4[0], SEResidual) and not isinstance(model.layer3[0], SEResidual)
     with pytest.raises(ValueError, match=r"stages are \[2, 3, 4, 5\]"):
-        senet.add_se(torchvision.models.resnet18(), stages=[1])
+        senet.add_se(torchvision.models.resnet18(), se_stages=[1])
+
+
+def test_old_stages_keyword_still_works_with_a_warning():
+    with pytest.warns(FutureWarning, match=r"se_stages="):
+        model = senet.add_se(torchvision.models.resnet18(), stages=[5])
+    assert len(se_blocks(model)) == 2 and isinstance(model.layer4[0], SEResidual)
+    with pytest.raises(ValueError, match="both se_stages= and stages="):
+        senet.add_se(torchvision.models.resnet18(), se_stages=[4], stages=[5])
 
 
 def test_se_options_pass_through():
     model = senet.add_se(torchvision.models.resnet18(), reduction=4, se_bias=False, gate="tanh")
     first = se_blocks(model)[0]
     assert first.hidden == 16 and first.fc1.bias is None and isinstance(first.gate, nn.Tanh)
-    with pytest.raises(ValueError, match="unknown SE options"):
-        senet.add_se(torchvision.models.resnet18(), se_stages=[2])
+    with pytest.raises(ValueError, match=r"unknown SE options \['se_ratio'\]"):
+        senet.add_se(torchvision.models.resnet18(), se_ratio=0.25)
     with pytest.raises(ValueError, match="unknown placement"):
         senet.add_se(torchvision.models.resnet18(), placement="middle")
 
@@ -261,5 +269,5 @@ def test_refuses_twice_and_models_without_a_place():
 
 
 def test_senet_resnet_blocks():
-    model = senet.add_se(senet.create_model("resnet50"), stages=[4, 5])
+    model = senet.add_se(senet.create_model("resnet50"), se_stages=[4, 5])
     assert count_params(model) == count_params(senet.create_model("se_resnet50", se_stages=[4, 5]))

@@ -4,14 +4,10 @@ unpickler, labels outside the class range, CIFAR-100 fine labels, and the downlo
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import pickle
 import tarfile
-import threading
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -159,23 +155,6 @@ def test_cifar100_uses_the_fine_labels(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 # --- download -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A local HTTP server (a thread) serving ``tmp_path / "www"``: (base URL, folder)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", www
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_download_over_http_then_load(

@@ -68,7 +68,7 @@ def test_data_config_follows_the_weights_and_overrides():
     assert (cfg.crop, cfg.resize, cfg.interpolation) == (224, 256, "bilinear")
     big = resolve_data_config(model, input_size=320, crop_pct=1.0)
     assert (big.crop, big.resize) == (320, 320)
-    with pytest.raises(ValueError, match="crop_pct"):
+    with pytest.raises(ValueError, match="--crop-pct"):
         resolve_data_config(model, crop_pct=1.5)
 
 

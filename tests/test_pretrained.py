@@ -1,12 +1,8 @@
-"""create_model's weight options: released weights (the Hugging Face download, mocked: no internet
+"""create_model's weight options: released weights (downloaded from a local server: no internet
 here), a file that names its own model, checkpoint_path, in_chans, saving after reset_classifier,
 the pretrained config, and SE-BN-Inception's bias-free layout with older files still loading."""
 
 from __future__ import annotations
-
-import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,60 +11,46 @@ import senet
 from senet.errors import WeightsError
 from senet.models import read_metadata, save_weights
 from tests.conftest import randomise
-
-
-def fake_hub(monkeypatch: pytest.MonkeyPatch, files: dict[tuple[str, str], Path] | None = None,
-             error: Exception | None = None) -> list[tuple[str, str]]:
-    """Replace ``huggingface_hub.hf_hub_download`` by a lookup in ``files`` (or by ``error``)."""
-    calls: list[tuple[str, str]] = []
-
-    def hf_hub_download(repo_id: str, filename: str, **_: object) -> str:
-        calls.append((repo_id, filename))
-        if error is not None:
-            raise error
-        return str(files[(repo_id, filename)])
-
-    module = types.ModuleType("huggingface_hub")
-    module.hf_hub_download = hf_hub_download
-    monkeypatch.setitem(sys.modules, "huggingface_hub", module)
-    return calls
+from tests.hub_helpers import closed_port, hashed_copy, released_at
 
 
 @torch.no_grad()
-def test_pretrained_true_downloads_the_released_weights(tmp_path, monkeypatch):
-    """The released SE-ResNet-18 (Cadene layout, as timm publishes it) is fetched, converted and
-    its preprocessing recorded; the logits are the file's."""
+def test_pretrained_true_downloads_the_released_weights(tmp_path, monkeypatch, served):
+    """The released SE-ResNet-18 (Cadene layout; timm fetches it from its release URL, here a
+    local server) is downloaded into torch.hub's cache, converted and its preprocessing
+    recorded; the logits are the file's."""
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     reference = randomise(timm.create_model("legacy_seresnet18")).eval()
-    from safetensors.torch import save_file
-
-    file = tmp_path / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(file))
-    released = senet.model_info("se_resnet18").released
-    calls = fake_hub(monkeypatch, {(released.hf_hub_id, released.filename): file})
+    url, www = served
+    torch.save(reference.state_dict(), tmp_path / "w.pth")
+    file = hashed_copy(tmp_path / "w.pth", www, "seresnet18")
+    released_at(monkeypatch, "se_resnet18", f"{url}/{file.name}")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     model = senet.create_model("se_resnet18", pretrained=True).eval()
-    assert calls == [("timm/legacy_seresnet18.in1k", "model.safetensors")]
+    assert (tmp_path / "torch" / "hub" / "checkpoints" / file.name).read_bytes() == file.read_bytes()
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-5)
     assert model.pretrained_cfg["interpolation"] == "bicubic" and model.pretrained_cfg["crop_pct"] == 0.875
     assert model.pretrained_cfg["classes"][:2] == ("tench", "goldfish") and len(model.pretrained_cfg["classes"]) == 1000
     assert model.senet_weights.format == "legacy"
+    file.unlink()  # from now on the cached copy is used
     # features_only and another head work on released weights too
     features = senet.create_model("se_resnet18", pretrained=True, features_only=True, out_indices=(4,)).eval()
     torch.testing.assert_close(features(x)[0], reference.forward_features(x), rtol=0, atol=1e-5)
     with pytest.warns(UserWarning, match="freshly initialised"):
         assert senet.create_model("se_resnet18", pretrained=True, num_classes=3).fc.out_features == 3
-    assert "se_resnet18" in senet.list_models(pretrained=True)
+    assert "se_resnet18.in1k" in senet.list_models(pretrained=True)
 
 
-def test_pretrained_true_offline_names_the_file_to_pass(monkeypatch):
-    fake_hub(monkeypatch, error=OSError("We couldn't connect to 'https://huggingface.co'"))
+def test_pretrained_true_offline_names_the_file_to_pass(tmp_path, monkeypatch):
+    url = f"http://127.0.0.1:{closed_port()}/se_resnet50-ce0d4300.pth"
+    released_at(monkeypatch, "se_resnet50", url)
     with pytest.raises(WeightsError) as err:
-        senet.create_model("se_resnet50", pretrained=True)
+        senet.create_model("se_resnet50", pretrained=True, cache_dir=tmp_path / "cache")
     msg = str(err.value)
-    assert "\n" not in msg and "timm/legacy_seresnet50.in1k/model.safetensors" in msg
-    assert "pretrained=PATH" in msg and "se_resnet50-ce0d4300.pth" in msg
+    assert "\n" not in msg and url in msg and str(tmp_path / "cache") in msg
+    assert msg.endswith("pretrained=PATH (--weights PATH)")
     with pytest.raises(WeightsError, match="has no released weights"):
         senet.create_model("cifar_se_resnet20", pretrained=True)
 

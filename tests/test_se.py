@@ -93,6 +93,15 @@ def test_invalid_settings_say_what_is_allowed(kwargs, message):
         senet.create_model("se_resnet18", **kwargs)
 
 
+@pytest.mark.parametrize("kwargs,message", [(dict(squeeze="median"), "allowed: 'avg', 'max', 'none'"),
+                                            (dict(gate="softmax"), "allowed: 'sigmoid'"),
+                                            (dict(reduction=0), "must be > 0"), (dict(reduction=64), "rounds to 0"),
+                                            (dict(divisor=2.5), "se_divisor"), (dict(divisor=0), "se_divisor")])
+def test_the_block_alone_checks_its_keywords(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SqueezeExcite(32, **{"reduction": 4, **kwargs})
+
+
 def test_se_options_on_a_baseline_are_an_error():
     with pytest.raises(ValueError, match="without SE blocks"):
         senet.create_model("resnet50", reduction=8)

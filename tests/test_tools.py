@@ -63,13 +63,44 @@ def test_compile_fullgraph(name, kwargs, side):
         assert_close(torch.compile(model, fullgraph=True, backend="eager")(x), model(x), 1e-5)
 
 
-def test_se_block_submodules_are_called_as_modules():
-    """Hooks on the SE block's squeeze, FC layers and gate see one call each."""
+def test_se_block_steps_are_modules_that_hooks_see():
+    """Each step of the SE block (squeeze, fc1, act, fc2, gate, scale) is a module called once per
+    forward, in that order: a hook on the gate sees the excitation ``s``, one on the scale step
+    sees ``u``, ``s`` and the block's output (``identity + u * s`` in a residual unit)."""
     model = senet.create_model("cifar_se_resnet20").eval()
     se = model.layer1[0].se
-    calls = []
-    for child in (se.pool, se.fc1, se.act, se.fc2, se.gate):
-        child.register_forward_hook(lambda m, i, o: calls.append(type(m).__name__))
+    steps = ("pool", "fc1", "act", "fc2", "gate", "scale")
+    seen = []
+    for name in steps:
+        getattr(se, name).register_forward_hook(lambda m, i, o, n=name: seen.append((n, i, o.clone())))
+    block_io = []
+    model.layer1[0].register_forward_hook(lambda m, i, o: block_io.append((i[0], o)))
+    se.register_forward_pre_hook(lambda m, i: block_io.append(i[0].clone()))
     with torch.no_grad():
-        model(torch.randn(1, 3, 32, 32))
-    assert calls == ["AvgSqueeze", "PooledFC", "ReLU", "PooledFC", "Sigmoid"]
+        model(torch.randn(2, 3, 32, 32))
+    assert [n for n, _, _ in seen] == list(steps)
+    out = {n: o for n, _, o in seen}
+    assert out["pool"].shape == (2, 16, 1, 1) and out["fc1"].shape == (2, se.hidden, 1, 1)
+    s = out["gate"]
+    assert s.shape == (2, 16, 1, 1) and 0 < s.min() and s.max() < 1
+    u, (unit_in, unit_out) = block_io
+    scale_in = seen[-1][1]
+    assert torch.equal(scale_in[0], u) and torch.equal(scale_in[1], s)
+    torch.testing.assert_close(unit_out, torch.relu(unit_in + u * s))  # the unit: relu(identity + u * s)
+    torch.testing.assert_close(torch.relu(out["scale"]), unit_out)
+
+
+@pytest.mark.parametrize("squeeze", ["avg", "none"])
+def test_se_layers_feed_their_parameters_to_autograd_directly(squeeze):
+    """Structural pruning (torch-pruning's DepGraph) maps the autograd node that makes a module's
+    output to the module and follows it to the module's parameters: each FC layer's output must
+    come from an op on its weight itself (no view or reshape of the weight or of the output)."""
+    se = senet.SqueezeExcite(32, 4, squeeze=squeeze)
+    nodes = {}
+    for name in ("fc1", "fc2"):
+        getattr(se, name).register_forward_hook(lambda m, i, o, n=name: nodes.__setitem__(n, o.grad_fn))
+    se(torch.randn(2, 32, 5, 5)).sum().backward()
+    for name in ("fc1", "fc2"):
+        fc = getattr(se, name)
+        params = {id(f.variable) for f, _ in nodes[name].next_functions if f is not None and hasattr(f, "variable")}
+        assert params == {id(fc.weight), id(fc.bias)}

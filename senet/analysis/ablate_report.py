@@ -12,7 +12,6 @@ per epoch of every cell, mean and spread over the seeds.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from senet.analysis.ablate import PlannedCell, StudyPlan
 from senet.analysis.ablate_run import RunOutcome
 from senet.analysis.paired import PairedDifference, paired_difference
 from senet.analysis.paper_ablations import PAPER_SETTING, paper_ablation
+from senet.utils.text import csv_text
 
 RESULTS_CSV, RESULTS_JSON, TABLE_MD, PLOT_PNG = "results.csv", "results.json", "table.md", "plot.png"
 CURVES_CSV, CURVES_PNG = "curves.csv", "curves.png"
@@ -267,17 +267,20 @@ def plot_results(plan: StudyPlan, results: Sequence[CellResult], path: str | Pat
 def learning_curves(plan: StudyPlan, out: Path) -> list[dict[str, Any]]:
     """Per cell and epoch: test top-1 error (%) and training loss, mean, sample std, min and max
     over the seeds whose ``metrics.csv`` has that epoch (evaluated epochs only)."""
+    from senet.train import RunDir
+    from senet.train.rundir import METRICS_CSV
+
     per: dict[tuple[str, float], dict[str, list[float]]] = {}
     for run in plan.runs:
-        path = out / run.folder / "metrics.csv"
-        if not path.is_file():
+        folder = RunDir(out / run.folder)
+        if not folder.file(METRICS_CSV).is_file():
             continue
-        for row in csv.DictReader(path.read_text().splitlines()):
-            if not row.get("test_top1_err"):
+        for row in folder.metrics():
+            if "test_top1_err" not in row or "train_loss" not in row:
                 continue
-            acc = per.setdefault((run.cell.id, float(row["epoch"])), {"err": [], "loss": []})
-            acc["err"].append(100 * float(row["test_top1_err"]))
-            acc["loss"].append(float(row["train_loss"]))
+            acc = per.setdefault((run.cell.id, row["epoch"]), {"err": [], "loss": []})
+            acc["err"].append(100 * row["test_top1_err"])
+            acc["loss"].append(row["train_loss"])
     order = {pc.id: i for i, pc in enumerate(plan.cells)}
     rows = []
     for (cell, epoch), acc in sorted(per.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
@@ -329,12 +332,9 @@ def plot_curves(plan: StudyPlan, rows: Sequence[dict[str, Any]], path: str | Pat
 
 
 def _csv_text(rows: Sequence[dict[str, Any]], empty_header: str) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [empty_header], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buf.getvalue()
+    header = list(rows[0]) if rows else [empty_header]
+    return csv_text(header, ([("" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for v in row.values()]
+                             for row in rows))
 
 
 # ------------------------------------------------------------------ all of it

@@ -21,6 +21,7 @@ from typing import Any
 from senet.analysis.ablate import CellRun, StudyPlan
 from senet.errors import SenetError
 from senet.train.config import EXECUTION_ONLY
+from senet.utils.text import read_json
 
 #: config keys that say how a run executes, not what it computes (ignored when matching a
 #: folder's config.yaml, as the trainer ignores them when it resumes a checkpoint)
@@ -62,12 +63,16 @@ def run_state(path: Path, cfg: Any) -> str:
     if not (path / CONFIG).is_file():
         raise SenetError(f"{path} holds files but no {CONFIG}; it is not a run of this study "
                          f"(move it away or choose another --out)")
-    diffs = config_differences(RunDir.open(path).config().to_dict(), cfg.to_dict())
+    run = RunDir.open(path)
+    diffs = config_differences(run.config().to_dict(), cfg.to_dict())
     if diffs:
         raise SenetError(f"{path} holds a run with a different configuration than the study now asks for "
                          f"({'; '.join(diffs[:5])}{'; ...' if len(diffs) > 5 else ''}); "
                          f"choose another --out, or delete that folder to retrain it")
-    return "finished" if (path / SUMMARY).is_file() else "interrupted"
+    if (path / SUMMARY).is_file():
+        run.summary()  # a damaged one is named now, before any cell trains
+        return "finished"
+    return "interrupted"
 
 
 @dataclass
@@ -85,9 +90,9 @@ def check_out(out: Path, plan: StudyPlan) -> None:
     existing = out / STUDY_JSON
     if existing.is_file():
         try:
-            old = json.loads(existing.read_text())
-        except json.JSONDecodeError as e:
-            raise SenetError(f"{existing} is not valid JSON ({e}); move it away or choose another --out") from None
+            old = read_json(existing, dict, what="a study's plan")
+        except SenetError as e:
+            raise SenetError(f"{e}; move it away or choose another --out") from None
         if old.get("study") != plan.study or old.get("model") != plan.model:
             raise SenetError(f"{out} holds the {old.get('study')!r} study of {old.get('model')!r}, not the "
                              f"{plan.study!r} study of {plan.model!r}; choose another --out")
@@ -118,7 +123,6 @@ def run_study(
     """Train every cell x seed of ``plan`` not yet finished under ``out``; returns one
     :class:`RunOutcome` per run, in plan order. Checks every folder before training any."""
     from senet.train import RunDir, Trainer, TrainingDiverged
-    from senet.train.rundir import SUMMARY
 
     out = Path(out)
     check_out(out, plan)
@@ -130,7 +134,7 @@ def run_study(
         head = f"[{i}/{n}] {r.cell.label} ({r.cell.id}) seed {r.seed}"
         path = out / r.folder
         if state == "finished":
-            summary = json.loads((path / SUMMARY).read_text())
+            summary = RunDir(path).summary()
             log(f"{head}: finished earlier: {_pct(summary)}")
             outcomes.append(RunOutcome(r, "reused", summary))
             continue

@@ -30,8 +30,6 @@ Files (see :func:`write_outputs`):
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -138,13 +136,10 @@ def summary_table(stats: dict[str, BlockStats], blocks: Sequence[SEBlock]) -> st
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    from senet.utils.atomic import atomic_write
+    from senet.utils.atomic import write_text
+    from senet.utils.text import csv_text
 
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+    write_text(path, csv_text(header, rows))
 
 
 def _g(x: float) -> str:
@@ -154,10 +149,14 @@ def _g(x: float) -> str:
 def write_outputs(excitations: Excitations, stats: dict[str, BlockStats], out: str | Path) -> dict[str, Path]:
     """Write ``excitations.csv`` / ``.safetensors``, ``importance.csv`` / ``.safetensors`` and
     ``specificity.csv`` (formats in the module docstring) into ``out``; returns their paths."""
+    from senet.errors import fs_error
     from senet.weights.io import write_safetensors
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fs_error(e, out, "create the output folder") from None
     exc, names = excitations, excitations.classes
     paths = {k: out / k for k in ("excitations.csv", "excitations.safetensors", "importance.csv",
                                   "importance.safetensors", "specificity.csv")}

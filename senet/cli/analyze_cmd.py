@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.analysis.excitation_stats import analyse, summary_table, write_outputs
     from senet.cli.model_source import load_source
     from senet.data import load_split
-    from senet.data.transforms import batch_transform, resolve_data_config
+    from senet.data.transforms import batch_transform, check_eval_sizes, resolve_data_config
     from senet.train.trainer import resolve_device
 
     source = load_source(args)
@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {w.message}", file=sys.stderr)
 
     # the preprocessing the weights were trained with (their pretrained config), as eval and predict
-    transform = batch_transform(resolve_data_config(model), ds.images.shape[-2:])
+    cfg = resolve_data_config(model)
+    check_eval_sizes(model, cfg, batch_size=args.batch_size, images=len(idx))
+    transform = batch_transform(cfg, ds.images.shape[-2:])
     device = resolve_device(args.device)
     model.to(device)
     exc = record_excitations(

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from senet.cli.model_source import load_source
     from senet.data import load_split
-    from senet.data.transforms import ViewAverage, batch_transform, resolve_data_config
+    from senet.data.transforms import ViewAverage, batch_transform, check_eval_sizes, resolve_data_config
     from senet.errors import SenetError
     from senet.train import evaluate
     from senet.train.trainer import resolve_device
@@ -39,9 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if meta.classes and list(meta.classes) != list(ds.classes):
         raise SenetError(f"the model's classes ({', '.join(meta.classes[:5])}, ...) are not those of {ds.source} "
                          f"({', '.join(ds.classes[:5])}, ...)")
-    if args.crop_pct is not None and not args.crop_pct <= 1:
-        raise SenetError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
     cfg = resolve_data_config(model, input_size=args.input_size, crop_pct=args.crop_pct)
+    check_eval_sizes(model, cfg, batch_size=args.batch_size, images=len(ds.labels), ten_crop=args.ten_crop)
     device = resolve_device(args.device)
     net = ViewAverage(model, 10) if args.ten_crop else model
     net.to(device)

@@ -15,10 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch size free (ONNX)")
     p.add_argument("--dynamic-size", action="store_true", help="leave the height and width free (ONNX)")
-    p.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--opset", type=positive_int, default=None,
+                   help="ONNX opset (default: the exporter's; torch 2.14 writes 18 to the newest the installed onnx knows)")
     p.add_argument("--input-size", type=positive_int, default=None, metavar="SIDE",
                    help="side of the example input (default: the model's input size)")
-    p.add_argument("--no-optimize", dest="optimize", action="store_false",
+    p.add_argument("--no-optimize", dest="optimize", action="store_false", default=None,
                    help="skip the ONNX exporter's graph optimisations")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="file to write (default: <model>.onnx / <model>.pt, in the run folder for --run)")

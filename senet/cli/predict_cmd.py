@@ -29,8 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import csv
-    import io
     import json
     import sys
     from dataclasses import asdict
@@ -42,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.predict import find_images, predict
     from senet.train.trainer import resolve_device
     from senet.utils.atomic import write_text
+    from senet.utils.text import csv_text
 
     paths = find_images(args.images)
     source = load_model(args)
@@ -65,13 +64,9 @@ def run(args: argparse.Namespace) -> int:
         write_text(args.json, json.dumps({"model": source.name, "predictions": [asdict(r) for r in results],
                                           "skipped": skipped}, indent=2) + "\n")
     if args.csv:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["path", "rank", "class", "index", "probability"])
-        for r in results:
-            for rank, (c, i, p) in enumerate(zip(r.classes, r.indices, r.probabilities), 1):
-                writer.writerow([r.path, rank, c, i, f"{p:.6f}"])
-        write_text(args.csv, buf.getvalue())
+        write_text(args.csv, csv_text(["path", "rank", "class", "index", "probability"], (
+            [r.path, rank, c, i, f"{p:.6f}"]
+            for r in results for rank, (c, i, p) in enumerate(zip(r.classes, r.indices, r.probabilities), 1))))
     if skipped:
         print(f"{len(skipped)} file(s) skipped", file=sys.stderr)
     return 0

@@ -7,6 +7,13 @@ refused with a :class:`DataError` that names the entry. An archive that ends wit
 end-of-archive marker (cut off at any point), or whose compressed stream is corrupt, is a
 :class:`DataError` too; nothing is used from it.
 
+What an archive may expand to is bounded (:func:`expansion_limit`): 100 times its own size,
+at least 256 MiB (image files hardly compress: CIFAR-10's JPEGs expand 4.8 times), or
+``$SENET_MAX_ARCHIVE_BYTES`` bytes when set. Each entry's size (from its header, which is also
+what ``tarfile`` reads) is added to the running total before the entry is read or written,
+so a small archive holding a huge entry, or millions of entries, is a :class:`DataError`
+naming the entry before the memory or the disk fills up.
+
 Two ways to use an archive:
 
 * :func:`read_archive` reads the files into memory in one sequential pass (used for
@@ -35,12 +42,45 @@ from typing import Iterator
 from tqdm.auto import tqdm
 
 from senet.errors import DataError, fs_error
+from senet.utils.limits import env_bytes
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _TMP_MARK = ".tmp-"
 _READ_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+LIMIT_ENV = "SENET_MAX_ARCHIVE_BYTES"
+EXPANSION_RATIO = 100
+MIN_LIMIT = 256 << 20
+
+
+def expansion_limit(path: Path) -> int:
+    """The most an archive may expand to (module docstring): ``$SENET_MAX_ARCHIVE_BYTES``, else
+    100 times the archive's size, at least 256 MiB."""
+    value = env_bytes(LIMIT_ENV)
+    if value is not None:
+        return value
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise fs_error(exc, path, "read") from None
+    return max(MIN_LIMIT, EXPANSION_RATIO * size)
+
+
+class _Budget:
+    """The running total of what an archive expands to, refused past :func:`expansion_limit`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.limit, self.total = path, expansion_limit(path), 0
+
+    def take(self, member: tarfile.TarInfo) -> None:
+        self.total += tarfile.BLOCKSIZE + (member.size if member.isreg() else 0)  # its header and its data
+        if self.total > self.limit:
+            why = f"${LIMIT_ENV}" if env_bytes(LIMIT_ENV) is not None else (
+                f"{EXPANSION_RATIO} times its size of {self.path.stat().st_size:,} bytes, at least "
+                f"{MIN_LIMIT >> 20} MiB; set ${LIMIT_ENV} to allow more")
+            raise DataError(f"archive {self.path} expands to more than {self.limit:,} bytes at entry {member.name!r} "
+                            f"({member.size:,} bytes): refused as a likely decompression bomb (the limit: {why})")
 
 
 def is_archive(path: Path) -> bool:
@@ -74,17 +114,21 @@ def iter_members(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]
     """Every entry of the archive in one sequential pass (stream mode, no backward seeks).
 
     Raises :class:`DataError` for an unreadable, corrupt or truncated archive, after the
-    last entry when the end-of-archive marker is missing. Entries are not checked here.
+    last entry when the end-of-archive marker is missing, and at the entry that takes the
+    archive past :func:`expansion_limit` (before its data is read or skipped). Entries are not
+    checked otherwise here.
     """
     try:
         tar = tarfile.open(path, "r|*", tarinfo=_EndAwareInfo)
     except _READ_ERRORS as exc:
         raise DataError(f"cannot read archive {path}: {exc}") from exc
     count = 0
+    budget = _Budget(path)
     try:
         with tar:
             for member in tar:
                 count += 1
+                budget.take(member)  # before anything reads, extracts or skips its data
                 yield tar, member
     except _READ_ERRORS as exc:
         raise DataError(f"archive {path} is corrupt or truncated (after {count} entries): {exc}") from exc

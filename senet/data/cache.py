@@ -48,7 +48,8 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 def fingerprint(path: Path) -> str:
     """Hex digest of the real path, size and mtime of a file, or of every file under a folder."""
     path = Path(os.path.realpath(path))
-    digest = hashlib.sha256(f"senet-data-v{FORMAT_VERSION}\0{path}".encode())
+    # names as the file system's bytes (os.fsencode): a name that is not UTF-8 is hashed too
+    digest = hashlib.sha256(f"senet-data-v{FORMAT_VERSION}\0".encode() + os.fsencode(path))
     if path.is_file():
         st = path.stat()
         digest.update(f"\0{st.st_size}\0{st.st_mtime_ns}".encode())
@@ -58,7 +59,8 @@ def fingerprint(path: Path) -> str:
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
                 st = os.stat(full)
-                digest.update(f"\0{os.path.relpath(full, path)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+                digest.update(b"\0" + os.fsencode(os.path.relpath(full, path))
+                              + f"\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return digest.hexdigest()[:20]
 
 

@@ -11,25 +11,18 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import http.client
 import io
-import logging
 import pickle
 import tarfile
-import urllib.error
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from senet.errors import DataError, fs_error
-from senet.utils.atomic import atomic_write
+from senet.errors import DataError
+from senet.utils.download import download_file
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -232,31 +225,5 @@ def download(spec: CifarSpec, dest_dir: Path, timeout: float = 30.0) -> Path:
     Raises :class:`DataError` when offline or when the download does not match the md5, and
     :class:`~senet.errors.FileSystemError` when ``dest_dir`` cannot be written.
     """
-    dest = dest_dir / spec.archive
-    log.info("downloading %s to %s", spec.url, dest)
-
-    def fetch(out: BinaryIO) -> None:
-        digest = hashlib.md5(usedforsecurity=False)
-        try:
-            with urllib.request.urlopen(spec.url, timeout=timeout) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, desc=f"downloading {spec.archive}", unit="B", unit_scale=True,
-                          disable=None) as bar:
-                    while block := response.read(1 << 20):
-                        digest.update(block)
-                        out.write(block)  # a failed write is the disk's fault, not the network's
-                        bar.update(len(block))
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DataError(f"download of {spec.url} failed ({reason})") from exc
-        if digest.hexdigest() != spec.archive_md5:
-            raise DataError(
-                f"downloaded {spec.url} has md5 {digest.hexdigest()}, not the official {spec.archive_md5}; discarded"
-            )
-
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise fs_error(e, dest_dir, "create the download folder") from None
-    atomic_write(dest, fetch)
-    return dest
+    return download_file(spec.url, dest_dir / spec.archive, hash_name="md5", expected=spec.archive_md5,
+                         timeout=timeout, error=DataError)

@@ -28,6 +28,9 @@ import numpy as np
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
+from senet.utils.limits import ENV as WORK_ENV
+from senet.utils.limits import human_bytes, max_work_bytes
+
 #: A file to decode: its path, or its bytes (read from an archive).
 Payload = Union[Path, bytes]
 
@@ -47,6 +50,11 @@ def decode_image(source: Payload) -> np.ndarray:
     """Decode one image (a path or its bytes) to ``uint8 [H, W, 3]`` RGB, converting every
     mode explicitly (see the module docstring). Raises ``OSError`` / ``ValueError`` (or
     whatever PIL raises) for a file that cannot be decoded."""
+    if not isinstance(source, bytes):
+        size, limit = os.stat(source).st_size, max_work_bytes()
+        if size > limit:  # not read into memory: no image file is that large (PIL refuses > 179 Mpixels)
+            raise ValueError(f"{size:,} bytes, more than the {human_bytes(limit)} senet reads for one image "
+                             f"(${WORK_ENV} raises the limit)")
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     with Image.open(io.BytesIO(data)) as img:
         img.load()  # decode now: truncated or corrupt data raises here

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from senet.data.stream_transforms import INTERPOLATIONS, eval_view, ten_crop_views
+from senet.utils.limits import check_input_size, check_work_size
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,11 @@ def resolve_data_config(
     size = tuple(cfg["input_size"])
     if input_size is not None:
         if input_size < 1:
-            raise ValueError(f"input size must be >= 1, got {input_size}")
+            raise ValueError(f"--input-size must be >= 1, got {input_size}")
         size = (size[0], input_size, input_size)
     pct = cfg.get("crop_pct", 1.0) if crop_pct is None else crop_pct
     if not 0 < pct <= 1:
-        raise ValueError(f"crop_pct must be in (0, 1], got {pct}")
+        raise ValueError(f"--crop-pct must be in (0, 1], got {pct}")
     interp = interpolation or cfg.get("interpolation", "bilinear")
     if interp not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interp!r}; allowed: {', '.join(INTERPOLATIONS)}")
@@ -73,8 +74,23 @@ def resolve_data_config(
     for key in ("mean", "std"):
         if len(cfg[key]) != channels:
             raise ValueError(f"the model's config has {len(cfg[key])} {key} values for {channels} input channel(s)")
-    return DataConfig(size, tuple(cfg["mean"]), tuple(cfg["std"]), float(pct), interp,
-                      tuple(classes) if classes is not None else None)
+    out = DataConfig(size, tuple(cfg["mean"]), tuple(cfg["std"]), float(pct), interp,
+                     tuple(classes) if classes is not None else None)
+    # the short side is resized first: an image at least resize x resize, RGB uint8
+    check_work_size(f"--input-size {out.crop} with --crop-pct {pct:g} (each image's short side resized to "
+                    f"{out.resize:,} pixels)", (out.resize, out.resize, 3), 1)
+    return out
+
+
+def check_eval_sizes(model: nn.Module, cfg: DataConfig, *, batch_size: int, images: int,
+                     ten_crop: bool = False) -> None:
+    """Refuse, before any image is read, an input size ``model`` cannot run at and a batch of
+    views (``min(batch_size, images)`` images, 10 views each with ``ten_crop``) too large to
+    allocate (:mod:`senet.utils.limits`); the messages name ``--input-size`` / ``--batch-size``."""
+    n = max(1, min(batch_size, images)) * (10 if ten_crop else 1)
+    check_work_size(f"--batch-size {batch_size} at --input-size {cfg.crop}{' with --ten-crop' if ten_crop else ''}",
+                    (n, *cfg.input_size))
+    check_input_size(model, cfg.input_size, "--input-size")
 
 
 def eval_crops(image: np.ndarray | Image.Image, cfg: DataConfig, *, ten_crop: bool = False) -> torch.Tensor:

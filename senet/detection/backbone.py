@@ -13,6 +13,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from senet.errors import WeightsUnavailable
 from senet.models import FeatureNet, create_model, module_stages
 from senet.models import Pretrained
 
@@ -133,7 +134,7 @@ def fpn_backbone(
         name: any registered model (``se_resnet50``, ``resnet50``, ``se_resnext101_32x4d``,
             ``senet154``, ...) or timm's name for one.
         weights_backbone: ``create_model``'s ``pretrained``: a weight file, ``True`` (the
-            released ImageNet weights, from the Hugging Face Hub) or ``None`` (random init).
+            released ImageNet weights, fetched where timm fetches them) or ``None`` (random init).
             The file's layout (stride on the 1x1 or the 3x3) is used.
         trainable_layers: stages trained, counted from the last (see :func:`freeze_stages`).
             ``None``: 3 with weights, all without, as torchvision. Unlike torchvision, a value
@@ -153,7 +154,10 @@ def fpn_backbone(
     ``pretrained_cfg``.
     """
     trained = weights_backbone is not None and weights_backbone is not False
-    model = create_model(name, pretrained=weights_backbone, **model_kwargs)
+    try:
+        model = create_model(name, pretrained=weights_backbone, **model_kwargs)
+    except WeightsUnavailable as e:  # the file goes in through this function's option
+        raise e.for_option("weights_backbone=PATH") from None
     if trainable_layers is None:
         n = len(_stage_numbers(model))
         trainable_layers = min(DEFAULT_TRAINABLE, n) if trained else n
@@ -168,7 +172,7 @@ def fpn_backbone(
                                extra_blocks=extra_blocks)
     strides = dict(zip(body.return_layers.values(), body.feature_info.reduction()))
     extra = _extra_levels(extra_blocks)
-    last = body.feature_info.reduction(-1)
+    last = body.feature_info.reduction()[-1]
     backbone.strides = None if extra is None else {**strides, **{n: f * last for n, f in extra}}
     backbone.feature_info = body.feature_info
     backbone.pretrained_cfg = model.pretrained_cfg

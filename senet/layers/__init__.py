@@ -1,5 +1,6 @@
 """Building blocks shared by every model family."""
 
+from senet.layers.checkpoint import CheckpointSequential, checkpoint_call, runs_children_in_order
 from senet.layers.drop import DropPath, drop_path_rates
 from senet.layers.pool import POOL_TYPES, GlobalPool
 from senet.layers.residual import ResidualUnit, make_block_se, se_channels
@@ -11,13 +12,16 @@ __all__ = [
     "POOL_TYPES",
     "SE_KWARGS",
     "SQUEEZES",
+    "CheckpointSequential",
     "DropPath",
     "GlobalPool",
     "ResidualUnit",
     "SEConfig",
     "SqueezeExcite",
+    "checkpoint_call",
     "drop_path_rates",
     "hidden_channels",
     "make_block_se",
+    "runs_children_in_order",
     "se_channels",
 ]

@@ -36,8 +36,8 @@ def make_block_se(
 class ResidualUnit(nn.Module):
     """``act(shortcut(x) + branch(x))`` with the unit's SE block placed as asked.
 
-    ``standard`` scales the branch output before the sum (Fig. 3), fused with the sum in
-    :class:`~senet.layers.SqueezeExcite`; ``pre`` scales the branch's input (the identity keeps
+    ``standard`` scales the branch output before the sum (Fig. 3), the SE block adding the
+    identity path itself (``se(out, identity)``); ``pre`` scales the branch's input (the identity keeps
     the unscaled input); ``post`` scales after the sum and ``act``; ``identity`` scales the
     identity path; ``conv3x3`` is applied inside the branch, where it calls :meth:`se_inner`.
     ``drop_path`` (stochastic depth) drops the whole residual branch, SE included, per sample.
@@ -59,8 +59,8 @@ class ResidualUnit(nn.Module):
         self.placement = placement
         self.act = act
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
-        # SE fused with the sum (one pass over memory) unless stochastic depth must drop the
-        # SE-scaled branch on its own
+        # the SE block adds the identity path into its product (one full-size temporary less,
+        # measured in senet.layers.se.Scale) unless stochastic depth must drop the scaled branch alone
         self.fuse_se = drop_path == 0
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from senet.models._pretrained import (
     read_metadata,
     save_weights,
 )
+from senet.models._repo import push_to_hf_hub, save_for_hf
 from senet.models.registry import (
     ModelInfo,
     ModelSpec,
@@ -49,8 +50,10 @@ __all__ = [
     "model_keywords",
     "module_stages",
     "open_checkpoint",
+    "push_to_hf_hub",
     "read_metadata",
     "register_family",
     "register_model",
+    "save_for_hf",
     "save_weights",
 ]

@@ -3,7 +3,7 @@
 It resolves the name (senet's or timm's), turns the SE keywords into the model's
 :class:`~senet.layers.SEConfig` (the only place that does), checks every keyword against what
 the model's family takes (:func:`check_keywords`: the one range check of every numeric keyword,
-the caller's or a weight file's) and the size of what it would build (:data:`MAX_MODEL_BYTES`),
+the caller's or a weight file's) and the size of what it would build (``$SENET_MAX_MODEL_BYTES``),
 builds the network, applies pretrained weights (a file, a state dict or the released ones),
 sets ``pretrained_cfg`` and, with ``features_only``, returns the stage outputs instead of logits.
 """
@@ -40,9 +40,11 @@ from senet.models._pretrained import (
     load_pretrained,
     load_weights,
     model_shapes,
+    not_built,
     open_checkpoint,
     other_family,
 )
+from senet.utils.limits import MODEL_ENV, human_bytes, max_model_bytes
 
 Pretrained = bool | str | Path | Mapping[str, Any] | Checkpoint | None
 
@@ -72,11 +74,6 @@ def _se_config(info: registry.ModelInfo, kwargs: dict[str, Any]) -> SEConfig | N
     return se
 
 
-#: The most memory ``create_model`` lets a model's parameters and buffers take (8 GiB: 2**31
-#: float32 values, some 15 times VGG-16, the largest registered model). A keyword that asks for
-#: more (``num_classes=10**12``, a weight file's header claiming it) is refused before the
-#: allocation, naming the keyword and the size it would need.
-MAX_MODEL_BYTES = 8 * 2**30
 #: Lowest value of each integer keyword that is not 1 (stage numbers: VGG's start at 0; the
 #: model names the stages it has).
 _INT_LOW = {"num_classes": 0, "se_stages": 0}
@@ -195,19 +192,13 @@ class _SizeGuard(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _size(nbytes: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if nbytes < 1024 or unit == "PiB":
-            return f"{nbytes:.3g} {unit}" if unit != "bytes" else f"{int(nbytes)} bytes"
-        nbytes /= 1024
-    raise AssertionError
-
-
 def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str, Any]) -> nn.Module:
     """``info``'s network with ``num_classes`` outputs (``None``: its default) and ``kwargs``,
     randomly initialised, with ``senet_spec`` set. Every keyword is checked first
     (:func:`check_keywords`), and the construction stops before it allocates more than
-    :data:`MAX_MODEL_BYTES`."""
+    :func:`~senet.utils.limits.max_model_bytes` (a keyword that asks for more, such as
+    ``num_classes=10**12`` or a weight file's header claiming it, is named with the size it
+    would need) or a layer without channels."""
     kwargs = dict(kwargs)
     unknown = sorted(set(kwargs) - set(model_keywords(info)) - set(SE_KWARGS) - {"se"})
     if unknown:
@@ -218,8 +209,9 @@ def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str
     check_keywords(info, {"num_classes": num_classes, **kwargs})
     se_kwargs = {k: v for k, v in kwargs.items() if k in SE_KWARGS}
     se = _se_config(info, kwargs)
+    limit = max_model_bytes()
     try:
-        with _SizeGuard(MAX_MODEL_BYTES):
+        with _SizeGuard(limit):
             model = info.fn(num_classes=num_classes, se=se, **kwargs)
     except TypeError as e:  # e.g. a keyword the model function sets itself
         raise ValueError(f"{info.name}: {e}") from None
@@ -231,10 +223,11 @@ def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str
         if isinstance(e, _Empty):
             raise ValueError(f"{what} would have a layer without channels (a tensor of shape {list(e.shape)}); "
                              "use larger values") from None
-        raise ValueError(f"{what} would need at least {_size(e.total)} for its weights (a tensor of shape "
-                         f"{list(e.shape)} alone: {_size(e.nbytes)}); create_model builds models of at most "
-                         f"{_size(MAX_MODEL_BYTES)}") from None
+        raise ValueError(f"{what} would need at least {human_bytes(e.total)} for its weights (a tensor of shape "
+                         f"{list(e.shape)} alone: {human_bytes(e.nbytes)}); create_model builds models of at most "
+                         f"{human_bytes(limit)} (${MODEL_ENV} raises the limit)") from None
     model.senet_spec = registry.ModelSpec(info.name, {"num_classes": num_classes, **kwargs, **se_kwargs})
+    model._model_args = model.senet_spec.kwargs  # what timm's save_for_hf records to rebuild the model
     return model
 
 
@@ -256,8 +249,9 @@ def create_model(
     pretrained: Pretrained = False,
     checkpoint_path: str | Path | None = None,
     features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
+    out_indices: int | Sequence[int] | None = None,
     num_classes: int | None = None,
+    cache_dir: str | Path | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -265,9 +259,14 @@ def create_model(
     Args:
         name: a name from :func:`list_models`, or timm's name for the same network
             (``seresnet50``, ``legacy_seresnet50``, ``seresnext50_32x4d`` ...: the layout timm
-            builds). May be omitted when ``pretrained`` is a file, which then names the model.
+            builds), either with a pretrained tag selecting released weights as timm's
+            (``seresnet50.a1_in1k``; untagged: the default ones); or a Hugging Face repo laid
+            out as timm's ``save_for_hf`` writes it: ``hf-hub:ORG/NAME[@REVISION]`` or
+            ``local-dir:FOLDER`` (its ``config.json`` names the architecture, keywords and
+            preprocessing; ``pretrained=True`` loads its weights). May be omitted when
+            ``pretrained`` is a file, which then names the model.
         pretrained: ``False`` / ``None``: random initialisation; ``True``: the released weights
-            of the model, fetched from the Hugging Face Hub (cached); a path (senet
+            of the model (of its tag), fetched where timm fetches them (cached); a path (senet
             ``.safetensors``, or a timm / Cadene state dict as ``.pth`` / ``.safetensors``) or a
             state dict. The layout the weights were trained with (stride position, stem pooling)
             is read from the file and used unless ``kwargs`` set it (with a warning where they
@@ -276,33 +275,46 @@ def create_model(
         checkpoint_path: a checkpoint loaded, strictly, after the model is built (e.g. your own
             fine-tuned weights, head included).
         features_only: return a :class:`~senet.models.FeatureNet`: the stage outputs
-            ``out_indices`` (positions in the model's ``feature_info``; default: all) as a list.
+            ``out_indices`` (positions in the model's ``feature_info``, an int: the last that
+            many, as in timm; default: all) as a list.
         num_classes: classifier outputs; ``None`` keeps the model's default (1000 for ImageNet
             models, 10 for CIFAR ones) or the file's.
+        cache_dir: where downloaded weights are kept instead of the Hugging Face cache and
+            torch.hub's folder (timm's ``cache_dir``).
         **kwargs: model options: ``drop_rate``, ``drop_path_rate``, ``global_pool``,
             ``in_chans`` and each family's own, and on SE models the SE options ``reduction``,
             ``se_bias``, ``squeeze``, ``gate``, ``placement``, ``se_stages``, ``se_divisor``.
             An unknown keyword is a ``ValueError`` listing the model's.
 
     Raises:
-        ValueError: unknown model or keyword, bad option values.
+        ValueError: unknown model, pretrained tag or keyword, bad option values.
         WeightsError: an unreadable weight file, one that does not fit the model (keys named),
-            or released weights that cannot be fetched (the message says which file to pass).
+            or released weights that cannot be fetched (:class:`~senet.errors.WeightsUnavailable`:
+            the message says which file to download and where to put it).
     """
+    from senet.models import _repo
+
     ckpt: Checkpoint | None = None
-    released_cfg: Mapping[str, Any] = {}
-    if pretrained is True:
+    cfg_entries: dict[str, Any] = {}  # the pretrained config of a tag's weights or of a repo
+    released: registry.Released | None = None
+    repo = _repo.open_source(name, pretrained, cache_dir) if name is not None else None
+    yours = bool(kwargs) or num_classes is not None  # keywords of the caller, not of a repo's config
+    if repo is not None:
+        args = dict(repo.model_args)
+        repo_classes = args.pop("num_classes", None)
+        num_classes = repo_classes if num_classes is None else num_classes
+        name, kwargs, cfg_entries = repo.architecture, {**args, **kwargs}, dict(repo.cfg)
+        ckpt = open_checkpoint(repo.weights) if repo.weights is not None else None
+    elif pretrained is True:
         if name is None:
             raise ValueError("pretrained=True needs a model name")
-        from senet.models._hub import download
+        from senet.models._hub import fetch
 
-        info = registry.model_info(name)
-        ckpt = open_checkpoint(download(info))
-        released_cfg = dict(info.released.cfg)
-        if info.released.dataset == "imagenet-1k":
-            from senet.data.transforms import imagenet_classes
-
-            released_cfg["classes"] = imagenet_classes()
+        released = registry.released_weights(name)
+        if released is None:
+            raise WeightsError(f"{name} has no released weights; train it (senet train) or pass pretrained=PATH to "
+                               "a weight file (released: senet.list_models(pretrained=True, include_aliases=True))")
+        ckpt = open_checkpoint(fetch(f"{registry.split_tag(name)[0]}.{released.tag}", released, cache_dir))
     elif pretrained is not None and pretrained is not False:
         ckpt = open_checkpoint(pretrained)
     if name is None:
@@ -310,21 +322,34 @@ def create_model(
             raise ValueError("create_model needs a model name, or pretrained=FILE to read it from")
         name = infer_model(ckpt)
     canonical, alias_kwargs = registry.resolve_name(name)
+    arch, tag = registry.split_tag(name)
+    if released is None and tag is not None:  # a tag without weights still selects their config, as in timm
+        released = registry.released_weights(name)
+    if released is not None:
+        cfg_entries = dict(released.cfg)
+        if pretrained is True and released.dataset == "imagenet-1k":
+            from senet.data.transforms import imagenet_classes
+
+            cfg_entries["classes"] = imagenet_classes()
     info = registry.model_info(canonical)
+    if repo is not None:  # a repo's keywords are a file's: checked as such, the error naming it
+        try:
+            check_keywords(info, repo.model_args)
+        except ValueError as e:
+            raise not_built(str(repo.config), "its model_args", info.name, e) from None
     kwargs = {**alias_kwargs, **kwargs}
     if ckpt is None:
-        model = build(info, num_classes, kwargs)
-        cfg = info.cfg
+        try:
+            model = build(info, num_classes, kwargs)
+        except ValueError as e:
+            if repo is None or yours:
+                raise
+            raise not_built(str(repo.config), "its model_args", info.name, e) from None
+        cfg = info.cfg.updated(cfg_entries)
     else:
         model = _build_for(ckpt, info, num_classes, kwargs)
-        cfg = info.cfg.updated(released_cfg).updated(model.senet_weights.data)
-    classes = cfg.classes if cfg.classes is not None and len(cfg.classes) == model.num_classes else None
-    # mean and std follow the input channels as the first convolution's weights do (timm's
-    # transforms normalise with them: a 1-channel model needs one value each)
-    model.pretrained_cfg = replace(cfg, num_classes=model.num_classes, classes=classes,
-                                   input_size=(model.in_chans, *cfg.input_size[1:]),
-                                   mean=per_channel(cfg.mean, model.in_chans),
-                                   std=per_channel(cfg.std, model.in_chans)).to_dict()
+        cfg = info.cfg.updated(cfg_entries).updated(model.senet_weights.data)
+    model.pretrained_cfg = _pretrained_cfg(model, cfg, arch, released)
     if checkpoint_path is not None:
         load_weights(model, checkpoint_path)
     if features_only:
@@ -332,6 +357,23 @@ def create_model(
         features.pretrained_cfg = model.pretrained_cfg
         return features
     return model
+
+
+def _pretrained_cfg(model: nn.Module, cfg: registry.PretrainedCfg, architecture: str,
+                    released: registry.Released | None) -> dict[str, Any]:
+    """``model.pretrained_cfg``: ``cfg`` fitted to the model's head and input channels, with
+    timm's ``architecture`` (the name it was built under), ``tag`` and weight locations."""
+    classes = cfg.classes if cfg.classes is not None and len(cfg.classes) == model.num_classes else None
+    channels = lambda size: None if size is None else (model.in_chans, *size[1:])  # noqa: E731
+    # mean and std follow the input channels as the first convolution's weights do (timm's
+    # transforms normalise with them: a 1-channel model needs one value each)
+    out = replace(cfg, num_classes=model.num_classes, classes=classes, input_size=channels(cfg.input_size),
+                  min_input_size=channels(cfg.min_input_size), test_input_size=channels(cfg.test_input_size),
+                  mean=per_channel(cfg.mean, model.in_chans), std=per_channel(cfg.std, model.in_chans)).to_dict()
+    out.update(architecture=architecture, tag=released.tag if released is not None else None)
+    if released is not None:
+        out.update(hf_hub_id=released.hf_hub_id, url=released.url)
+    return out
 
 
 def _build_for(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | None,
@@ -363,8 +405,7 @@ def _build_for(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | No
         model = build(info, num_classes if num_classes is not None else file_classes, {**layout, **kwargs})
     except ValueError as e:
         if not kwargs:  # nothing but the file chose these keywords
-            raise WeightsError(f"{ckpt.source}: its metadata does not build {info.name}: "
-                               f"{str(e).removeprefix(info.name + ': ')}") from None
+            raise not_built(ckpt.source, "its metadata", info.name, e) from None
         raise
     load_pretrained(model, ckpt, info, file_classes)
     return model

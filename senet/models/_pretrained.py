@@ -280,6 +280,12 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
+def not_built(source: str, what: str, name: str, error: Exception) -> WeightsError:
+    """The error for keywords a file gave (``what``: its metadata, a repo's model_args) that do
+    not build model ``name``, naming the file."""
+    return WeightsError(f"{source}: {what} does not build {name}: {str(error).removeprefix(name + ': ')}")
+
+
 def file_keywords(ckpt: Checkpoint, info: registry.ModelInfo) -> tuple[dict[str, Any], int]:
     """The keywords ``info``'s model needs to compute what the reading's source computed (a senet
     header's, or the layout a converter implies), and the file's number of classes.
@@ -301,8 +307,7 @@ def file_keywords(ckpt: Checkpoint, info: registry.ModelInfo) -> tuple[dict[str,
     try:
         check_keywords(info, {"num_classes": classes, **layout})
     except ValueError as e:
-        raise WeightsError(f"{ckpt.source}: its metadata does not build {info.name}: "
-                           f"{str(e).removeprefix(info.name + ': ')}") from None
+        raise not_built(ckpt.source, "its metadata", info.name, e) from None
     conv = ckpt.state.get(f"{info.cfg.first_conv}.weight")
     if "in_chans" in layout and conv is not None and conv.ndim == 4 and conv.shape[1] != layout["in_chans"]:
         raise WeightsError(f"{ckpt.source}: its metadata says in_chans={layout['in_chans']!r}, but its first "

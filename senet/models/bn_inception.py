@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import SEConfig
+from senet.layers import CheckpointSequential, SEConfig
 from senet.models._base import SenetModel, feature
 from senet.models._common import init_weights
 from senet.models.registry import PretrainedCfg, register_family, register_model
@@ -188,7 +188,7 @@ class BNInception(SenetModel):
             last_of_stage = i + 1 == len(MODULES) or MODULES[i + 1].stride == 2
             if last_of_stage:
                 self.feature_info.append(feature(f"inception.{spec.name}", channels, 2**stage, stage))
-        self.inception = nn.Sequential(OrderedDict(modules))
+        self.inception = CheckpointSequential(OrderedDict(modules))
         self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_weights(self)
 

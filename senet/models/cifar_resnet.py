@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import PLACEMENTS, ResidualUnit, SEConfig, drop_path_rates, make_block_se
+from senet.layers import PLACEMENTS, CheckpointSequential, ResidualUnit, SEConfig, drop_path_rates, make_block_se
 from senet.models._base import SenetModel, feature
 from senet.models._common import init_conv_bn
 from senet.models.registry import PretrainedCfg, register_family, register_model
@@ -209,7 +209,7 @@ class CifarResNet(SenetModel):
                     blocks.append(CifarBasicBlock(channels, width, stride, shortcut=shortcut, se=se,
                                                   stage=FIRST_STAGE + i, drop_path=next(rates)))
                     channels = width
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.add_module(f"layer{i + 1}", CheckpointSequential(*blocks))
             self.feature_info.append(feature(f"layer{i + 1}", channels, 2**i, FIRST_STAGE + i))
         # pre-activation networks end with BN-ReLU; the last stage's output is taken after it
         self.final_bn = nn.BatchNorm2d(channels) if preact else nn.Identity()

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import ResidualUnit, SEConfig, drop_path_rates, make_block_se
+from senet.layers import CheckpointSequential, ResidualUnit, SEConfig, drop_path_rates, make_block_se
 from senet.models._base import SenetModel, feature
 from senet.models._common import RESIDUAL_PLACEMENTS, init_weights
 from senet.models.registry import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg, Released, register_family, register_model
@@ -177,14 +177,14 @@ _BLOCKS: tuple[tuple[int, Callable[[], list[nn.Module]], float, int], ...] = (
 
 
 def _residual_stage(n: int, channels: int, make: Callable[[], list[nn.Module]], scale: float, stage: int,
-                    se: SEConfig | None, rates: Iterator[float]) -> nn.Sequential:
+                    se: SEConfig | None, rates: Iterator[float]) -> CheckpointSequential:
     """``n`` residual blocks; the network's very last block (stage 5) has no ReLU and scale 1."""
     blocks = []
     for i in range(n):
         last = stage == 5 and i == n - 1
         blocks.append(InceptionResidual(channels, make(), 1.0 if last else scale, act=not last, se=se, stage=stage,
                                         drop_path=next(rates)))
-    return nn.Sequential(*blocks)
+    return CheckpointSequential(*blocks)
 
 
 class InceptionResNetV2(SenetModel):
@@ -245,10 +245,7 @@ class InceptionResNetV2(SenetModel):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
-        least = self.min_input
-        if isinstance(h, int) and min(h, w) < least:  # concrete sizes only: tracers see symbols
-            raise ValueError(f"Inception-ResNet-v2 needs inputs of at least {least}x{least}, got {h}x{w}")
+        self.check_input_size(x)
         x = self.mixed_5b(self.stem(x))
         x = self.mixed_6a(self.repeat(x))
         x = self.mixed_7a(self.repeat_1(x))
@@ -279,11 +276,11 @@ def _irv2(kwargs: dict[str, Any]) -> InceptionResNetV2:
 
 register_family("inception_resnet_v2", InceptionResNetV2, placements=RESIDUAL_PLACEMENTS, converters=(from_timm,))
 _CFG = PretrainedCfg(input_size=(3, 299, 299), mean=INCEPTION_MEAN, std=INCEPTION_STD, crop_pct=0.8975,
-                     interpolation="bicubic", min_input_size=MIN_INPUT, first_conv="stem.conv2d_1a.conv")
+                     interpolation="bicubic", min_input_size=(3, MIN_INPUT, MIN_INPUT), first_conv="stem.conv2d_1a.conv")
 
 
 @register_model(family="inception_resnet_v2", has_se=False, cfg=_CFG, released=Released(
-    "timm/inception_resnet_v2.tf_in1k", origin="TF-slim (Google), via timm"))
+    "inception_resnet_v2.tf_in1k", hf_hub_id="timm/", origin="TF-slim (Google), via timm"))
 def inception_resnet_v2(**kwargs: Any) -> InceptionResNetV2:
     """Inception-ResNet-v2 (Table 2, 299x299): 55.8M params, 13.2 GFLOPs (paper: 11.75, see the module)."""
     return _irv2(kwargs)

@@ -12,6 +12,8 @@ SE (spec section 2): the units have no residual sum; the SE block scales each un
 
 Stages (see :mod:`senet.models._common`): ``blocks.0`` (112x112 at 224) is stage 1, then one
 stage per resolution down to ``blocks.4`` (7x7), stage 5. :func:`from_timm` renames timm's keys.
+``output_stride=16`` or ``8`` dilates the depthwise convolutions of the last stages instead of
+striding them (as timm's ``output_stride``; same weights).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from senet.layers import SEConfig
-from senet.models._base import SenetModel, feature
+from senet.layers import CheckpointSequential, SEConfig
+from senet.models._base import SenetModel, dilate, feature
 from senet.models._common import init_weights
 from senet.models.registry import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg, Released, register_family, register_model
 from senet.weights.keymap import Foreign, prefix_rules, rename_keys
@@ -60,9 +62,9 @@ class Stem(nn.Module):
 class DepthwiseSeparable(nn.Module):
     """Depthwise 3x3 and pointwise 1x1 convolutions, each with BN and activation; then SE."""
 
-    def __init__(self, cin: int, cout: int, stride: int, act: str, se: SEConfig | None) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, act: str, se: SEConfig | None, dilation: int = 1) -> None:
         super().__init__()
-        self.conv_dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+        self.conv_dw = nn.Conv2d(cin, cin, 3, stride, dilation, dilation, groups=cin, bias=False)
         self.bn1 = nn.BatchNorm2d(cin)
         self.conv_pw = nn.Conv2d(cin, cout, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
@@ -87,6 +89,7 @@ class MobileNet(SenetModel):
         drop_rate: dropout before the classifier.
         global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""``.
         se: SE settings, ``None`` for no SE. ``se.stages`` picks among stages 1-5.
+        output_stride: 32, or 16 / 8 for dilated last stages (see the module docstring).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class MobileNet(SenetModel):
         drop_rate: float = 0.0,
         global_pool: str = "avg",
         se: SEConfig | None = None,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         if act not in ACTS:
@@ -111,15 +115,17 @@ class MobileNet(SenetModel):
         self.stem = Stem(in_chans, channels, act)
         stages = []
         self.feature_info = []
+        dilated = iter(dilate([stride for units in STAGES for _, stride in units], output_stride, 2))
         for index, units in enumerate(STAGES):
             stage_se = se if se is not None and se.in_stage(index + 1) else None
             blocks = []
-            for cout, stride in units:
+            for cout, _ in units:
                 cout = make_divisible(cout * width_mult)
-                blocks.append(DepthwiseSeparable(channels, cout, stride, act, stage_se))
+                unit = next(dilated)
+                blocks.append(DepthwiseSeparable(channels, cout, unit.stride, act, stage_se, unit.first_dilation))
                 channels = cout
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(feature(f"blocks.{index}", channels, 2 ** (index + 1), index + 1))
+            stages.append(CheckpointSequential(*blocks))
+            self.feature_info.append(feature(f"blocks.{index}", channels, unit.reduction, index + 1))
         self.blocks = nn.Sequential(*stages)
         self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_weights(self)
@@ -149,8 +155,9 @@ _CFG = PretrainedCfg(first_conv="stem.conv")
 
 
 @register_model(family="mobilenet", has_se=False, cfg=_CFG, released=Released(
-    "timm/mobilenetv1_100.ra4_e3600_r224_in1k", origin="timm (ReLU6, trained by timm)",
-    cfg={"mean": INCEPTION_MEAN, "std": INCEPTION_STD, "crop_pct": 0.875, "interpolation": "bicubic"}))
+    "mobilenetv1_100.ra4_e3600_r224_in1k", hf_hub_id="timm/", origin="timm (ReLU6, trained by timm)",
+    cfg={"mean": INCEPTION_MEAN, "std": INCEPTION_STD, "crop_pct": 0.875, "interpolation": "bicubic",
+         "test_input_size": (3, 256, 256), "test_crop_pct": 0.95}))
 def mobilenet(**kwargs: Any) -> MobileNet:
     """MobileNet v1 1.0-224 (Table 3): 4.2M params, 569 MFLOPs."""
     return _mobilenet(kwargs)

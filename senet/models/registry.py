@@ -1,4 +1,5 @@
-"""Model registry: families, models, their pretrained configs and released weights, timm's names.
+"""Model registry: families, models, their pretrained configs and released weights, timm's names
+and pretrained tags.
 
 A family module registers itself once (:func:`register_family`: its class, the SE placements its
 units allow, the readers of foreign checkpoints of its keys, the layout keywords its weights
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -29,8 +30,11 @@ class PretrainedCfg:
     """How a model's inputs are prepared and what its outputs mean (timm's ``pretrained_cfg``).
 
     ``crop_pct``: evaluation resizes the short side to ``input side / crop_pct`` and centre-crops
-    ``input_size`` (0.875: 256 -> 224). ``model.pretrained_cfg`` is :meth:`to_dict`, with the
-    keys timm's ``resolve_data_config`` reads.
+    ``input_size`` (0.875: 256 -> 224). ``test_input_size`` / ``test_crop_pct``: what the weights
+    evaluate better with (timm's). ``min_input_size``: ``(C, H, W)``, the smallest input the network
+    accepts (``None``: any). ``model.pretrained_cfg`` is :meth:`to_dict`, with the keys and value
+    shapes of timm's (``architecture`` and ``tag`` are set by the builder), so timm's
+    ``resolve_data_config`` and ``save_for_hf`` read it.
     """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
@@ -40,13 +44,15 @@ class PretrainedCfg:
     interpolation: str = "bilinear"
     num_classes: int = 1000
     classes: tuple[str, ...] | None = None
-    min_input_size: int = 1  # smallest input side the network accepts
+    min_input_size: tuple[int, int, int] | None = None
+    test_input_size: tuple[int, int, int] | None = None
+    test_crop_pct: float | None = None
     first_conv: str = "stem.conv1"
     classifier: str = "fc"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["crop_mode"] = "center"
+        out.update(crop_mode="center", fixed_input_size=False)
         return out
 
     def updated(self, entries: Mapping[str, Any]) -> "PretrainedCfg":
@@ -57,21 +63,35 @@ class PretrainedCfg:
 
 @dataclass(frozen=True)
 class Released:
-    """Released weights of a model, as published on the Hugging Face Hub.
+    """Released weights of a model, fetched where timm fetches them.
 
-    ``hf_hub_id`` / ``filename``: where ``create_model(name, pretrained=True)`` fetches them;
-    ``url``: the original release, named in the error when the hub cannot be reached;
-    ``cfg``: how those weights want their inputs (overrides of the model's pretrained config);
-    ``origin``: who trained them; ``dataset``: what their outputs are (``imagenet-1k``: the 1,000
-    ILSVRC-2012 classes, named in the model's config).
+    ``timm_name``: timm's ``architecture.tag`` for these weights (``legacy_seresnet50.in1k``);
+    the tag selects them (``create_model("seresnet50.a1_in1k", pretrained=True)``).
+    ``hf_hub_id``: the Hugging Face Hub repo timm records for them (``"timm/"``: timm's
+    ``timm/<timm_name>``), with ``filename`` in it; ``None`` where timm records none and
+    fetches ``url`` (a release URL, cached in torch.hub's folder; the hash in its file name is
+    checked). ``cfg``: how those weights want their inputs (overrides of the model's pretrained
+    config); ``origin``: who trained them; ``dataset``: what their outputs are
+    (``imagenet-1k``: the 1,000 ILSVRC-2012 classes, named in the model's config).
     """
 
-    hf_hub_id: str
-    filename: str = "model.safetensors"
+    timm_name: str
+    hf_hub_id: str | None = None
     url: str | None = None
+    filename: str = "model.safetensors"
     cfg: Mapping[str, Any] = field(default_factory=dict)
     origin: str = ""
     dataset: str = "imagenet-1k"
+
+    def __post_init__(self) -> None:
+        if "." not in self.timm_name or not (self.hf_hub_id or self.url):
+            raise ValueError(f"released weights {self.timm_name!r} need a tagged name and a hub id or URL")
+        if self.hf_hub_id == "timm/":  # timm's shorthand for its own repo of these weights
+            object.__setattr__(self, "hf_hub_id", "timm/" + self.timm_name)
+
+    @property
+    def tag(self) -> str:
+        return self.timm_name.split(".", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,8 @@ class Family:
         layout_of: the ``layout_keys`` values an existing model runs with.
         upgrade: brings a state dict in the family's keys but an older layout up to date (e.g.
             BN-Inception's former convolution biases, folded into batch norm).
+        writers: per foreign layout a converter reads (``"timm"``, ``"legacy"``), the inverse:
+            a state dict in the family's keys -> that layout's keys (for files timm reads).
     """
 
     name: str
@@ -97,6 +119,20 @@ class Family:
     layout_keys: tuple[str, ...] = ()
     layout_of: Callable[[nn.Module], dict[str, Any]] | None = None
     upgrade: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    writers: Mapping[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Alias:
+    """Another project's name for a registered model built with ``kwargs`` (timm's ``seresnet50``:
+    ``se_resnet50`` in timm's layout); ``weights``: the released weights timm has under that
+    name; ``keys``: the foreign layout (a family writer's name) of timm's state dict for it."""
+
+    name: str
+    target: str
+    kwargs: Mapping[str, Any]
+    weights: tuple[Released, ...] = ()
+    keys: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,8 +144,12 @@ class ModelInfo:
     family: str
     has_se: bool
     cfg: PretrainedCfg = PretrainedCfg()
-    released: Released | None = None
-    tags: tuple[str, ...] = ()
+    weights: tuple[Released, ...] = ()  # the first is what ``pretrained=True`` loads
+
+    @property
+    def released(self) -> Released | None:
+        """The default released weights (``None``: the model has none)."""
+        return self.weights[0] if self.weights else None
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -129,7 +169,8 @@ class ModelInfo:
 
     @property
     def min_input_size(self) -> int:
-        return self.cfg.min_input_size
+        """The smallest input side the network accepts."""
+        return self.cfg.min_input_size[1] if self.cfg.min_input_size else 1
 
     @property
     def spec(self) -> Family:
@@ -146,7 +187,7 @@ class ModelSpec:
 
 _FAMILIES: dict[str, Family] = {}
 _REGISTRY: dict[str, ModelInfo] = {}
-_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {}
+_ALIASES: dict[str, Alias] = {}
 
 
 def register_family(name: str, cls: type[nn.Module], **options: Any) -> Family:
@@ -157,15 +198,23 @@ def register_family(name: str, cls: type[nn.Module], **options: Any) -> Family:
     return _FAMILIES[name]
 
 
+def _weights(name: str, released: Released | Sequence[Released] | None) -> tuple[Released, ...]:
+    weights = (released,) if isinstance(released, Released) else tuple(released or ())
+    tags = [w.tag for w in weights]
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"{name}: a pretrained tag is registered twice: {tags}")
+    return weights
+
+
 def register_model(
     *,
     family: str,
     has_se: bool,
     cfg: PretrainedCfg | None = None,
-    released: Released | None = None,
-    tags: tuple[str, ...] = (),
+    released: Released | Sequence[Released] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a model constructor under its function name."""
+    """Decorator registering a model constructor under its function name; ``released``: its
+    released weights, the default (``pretrained=True``) first."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
@@ -173,17 +222,19 @@ def register_model(
             raise ValueError(f"model {name!r} is registered twice")
         if family not in _FAMILIES:
             raise ValueError(f"model {name!r}: register family {family!r} first")
-        _REGISTRY[name] = ModelInfo(name, fn, family, has_se, cfg or PretrainedCfg(), released, tags)
+        _REGISTRY[name] = ModelInfo(name, fn, family, has_se, cfg or PretrainedCfg(), _weights(name, released))
         return fn
 
     return wrap
 
 
-def register_alias(alias: str, name: str, **kwargs: Any) -> None:
-    """Accept ``alias`` (e.g. timm's ``seresnet50``) for ``create_model(name, **kwargs)``."""
+def register_alias(alias: str, name: str, kwargs: Mapping[str, Any] | None = None, *,
+                   released: Released | Sequence[Released] | None = None, keys: str | None = None) -> None:
+    """Accept ``alias`` (e.g. timm's ``seresnet50``) for ``create_model(name, **kwargs)``, with
+    the released weights timm has under that name (see :class:`Alias`)."""
     if alias in _REGISTRY:
         raise ValueError(f"alias {alias!r} is a registered model name")
-    _ALIASES[alias] = (name, dict(kwargs))
+    _ALIASES[alias] = Alias(alias, name, dict(kwargs or {}), _weights(alias, released), keys)
 
 
 def families() -> dict[str, Family]:
@@ -191,43 +242,100 @@ def families() -> dict[str, Family]:
     return dict(_FAMILIES)
 
 
-def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
-    """Registered model names matching a shell-style ``pattern``, sorted; with ``pretrained``
-    only those with released weights. timm's names accepted by ``create_model`` are not listed
-    (see :func:`list_aliases`)."""
+def split_tag(name: str) -> tuple[str, str | None]:
+    """timm's ``architecture.tag`` split: ``("seresnet50", "a1_in1k")``; ``None`` without a tag."""
+    arch, dot, tag = str(name).partition(".")
+    return arch, (tag if dot else None)
+
+
+def list_models(
+    pattern: str = "*",
+    *,
+    pretrained: bool = False,
+    include_tags: bool | None = None,
+    include_aliases: bool = False,
+) -> list[str]:
+    """Model names matching a shell-style ``pattern``, sorted.
+
+    As timm's ``list_models``: ``pretrained`` keeps the names with released weights and, with
+    ``include_tags`` (default: ``pretrained``), lists each of their weights as ``name.tag``
+    (``se_resnet50.in1k``; a pattern without a tag matches every tag of the names it matches).
+    Unlike timm, timm's names that ``create_model`` accepts for senet's models (``seresnet50``,
+    ``legacy_seresnet50`` ...) are listed only with ``include_aliases``: each builds a model
+    also listed under its senet name, so a loop over ``list_models()`` builds every network once.
+    """
     _ensure_loaded()
-    return sorted(n for n, info in _REGISTRY.items()
-                  if fnmatch.fnmatchcase(n, pattern) and (info.released is not None or not pretrained))
+    names = {n: info.weights for n, info in _REGISTRY.items()}
+    if include_aliases:
+        names.update({n: a.weights for n, a in _ALIASES.items()})
+    if pretrained:
+        names = {n: w for n, w in names.items() if w}
+    if include_tags is None:
+        include_tags = pretrained
+    if not include_tags:
+        return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+    patterns = [pattern] if split_tag(pattern)[1] is not None else [pattern, pattern + ".*"]
+    tagged = [f"{n}.{w.tag}" for n, ws in names.items() for w in ws] + [n for n, ws in names.items() if not ws]
+    return sorted(n for n in tagged if any(fnmatch.fnmatchcase(n, p) for p in patterns))
 
 
 def list_aliases() -> dict[str, tuple[str, dict[str, Any]]]:
     """timm name -> (senet name, keywords) for every other project's name ``create_model`` accepts."""
     _ensure_loaded()
-    return {k: (n, dict(kw)) for k, (n, kw) in _ALIASES.items()}
+    return {k: (a.target, dict(a.kwargs)) for k, a in _ALIASES.items()}
+
+
+def alias_info(name: str) -> Alias | None:
+    """The :class:`Alias` ``name`` (untagged) is, or ``None`` for a senet name."""
+    _ensure_loaded()
+    return _ALIASES.get(name)
+
+
+def aliases_of(name: str) -> list[Alias]:
+    """timm's names for the registered model ``name``."""
+    _ensure_loaded()
+    return [a for a in _ALIASES.values() if a.target == name]
+
+
+def released_weights(name: str) -> Released | None:
+    """The released weights ``name`` selects: its tag's (``seresnet50.a1_in1k``), or for an
+    untagged name its default ones (``None``: it has none). An unknown tag is a ``ValueError``
+    listing the known ones."""
+    arch, tag = split_tag(name)
+    alias = alias_info(arch)
+    weights = alias.weights if alias is not None else model_info(arch).weights
+    if tag is None:
+        return weights[0] if weights else None
+    for w in weights:
+        if w.tag == tag:
+            return w
+    if not weights:
+        raise ValueError(f"{arch} has no released weights, so no pretrained tag {tag!r} "
+                         "(released: senet.list_models(pretrained=True, include_aliases=True))")
+    raise ValueError(f"unknown pretrained tag {tag!r} for {arch}; known: {', '.join(w.tag for w in weights)}")
 
 
 def resolve_name(name: str) -> tuple[str, dict[str, Any]]:
-    """The registered name and keywords that ``name`` (a senet or timm name) stands for."""
-    _ensure_loaded()
-    if name in _REGISTRY:
-        return name, {}
-    if name in _ALIASES:
-        target, kwargs = _ALIASES[name]
-        return target, dict(kwargs)
-    model_info(name)  # raises, naming the closest names
-    raise AssertionError
+    """The registered name and keywords that ``name`` (a senet or timm name, with or without a
+    pretrained tag) stands for."""
+    model_info(name)  # checks the name and its tag
+    alias = _ALIASES.get(split_tag(name)[0])
+    return (alias.target, dict(alias.kwargs)) if alias is not None else (split_tag(name)[0], {})
 
 
 def model_info(name: str) -> ModelInfo:
-    """Registry entry of ``name`` (or of the model a timm name stands for); an unknown name raises
-    ``ValueError`` listing the closest ones."""
+    """Registry entry of ``name`` (or of the model a timm name stands for; a pretrained tag is
+    checked and ignored); an unknown name raises ``ValueError`` listing the closest ones."""
     _ensure_loaded()
-    if name in _ALIASES:
-        name = _ALIASES[name][0]
+    arch, tag = split_tag(name) if isinstance(name, str) else (name, None)
+    if tag is not None:
+        released_weights(name)
+    if arch in _ALIASES:
+        arch = _ALIASES[arch].target
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[arch]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), list(_REGISTRY) + list(_ALIASES), n=5, cutoff=0.5)
+        close = difflib.get_close_matches(str(arch), list(_REGISTRY) + list(_ALIASES), n=5, cutoff=0.5)
         hint = f"closest: {', '.join(close)}" if close else "see `senet models` or senet.list_models()"
         raise ValueError(f"unknown model {name!r}; {hint}") from None
 

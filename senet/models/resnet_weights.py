@@ -31,6 +31,7 @@ _TIMM_DEEP_STEM = {"conv1.0.": "stem.conv1.", "conv1.1.": "stem.bn1.", "conv1.3.
                    "conv1.4.": "stem.bn2.", "conv1.6.": "stem.conv3.", "bn1.": "stem.bn3."}
 _TIMM_STEM = {"conv1.": "stem.conv1.", "bn1.": "stem.bn1."}
 _LEGACY = [*prefix_rules({"layer0.": "stem.", "last_linear.": "fc."}), (r"(.*)\.se_module\.", r"\1.se.")]
+_TO_LEGACY = [*prefix_rules({"stem.": "layer0.", "fc.": "last_linear."}), (r"(.*)\.se\.", r"\1.se_module.")]
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,17 @@ def from_legacy(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -
     if not any(k.startswith(("layer0.", "last_linear.")) or ".se_module." in k for k in state):
         return None
     return _foreign("legacy", *rename_keys(state, _LEGACY, source))
+
+
+def to_legacy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """senet's keys -> timm's ``legacy_*`` (Cadene's) keys: the inverse of :func:`from_legacy`."""
+    return rename_keys(state, _TO_LEGACY)[0]
+
+
+def to_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """senet's keys -> timm's ``ResNet`` keys: the inverse of :func:`from_timm`."""
+    stem = _TIMM_DEEP_STEM if "stem.conv3.weight" in state else _TIMM_STEM
+    return rename_keys(state, prefix_rules({new: old for old, new in stem.items()}))[0]
 
 
 def from_timm(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> Foreign | None:

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import PLACEMENTS, ResidualUnit, SEConfig, SqueezeExcite, drop_path_rates, make_block_se
+from senet.layers import PLACEMENTS, CheckpointSequential, ResidualUnit, SEConfig, SqueezeExcite, drop_path_rates, make_block_se
 from senet.layers.shake import check_shake_options, shake_shake
 from senet.models._base import SenetModel, feature
 from senet.models.cifar_resnet import CIFAR_CFG, FIRST_STAGE, check_se, init_cifar_weights
@@ -207,7 +207,7 @@ class ShakeResNet(SenetModel):
                 blocks.append(ShakeBlock(channels, mid, out, stride, bottleneck=bottleneck, groups=cardinality,
                                          shake=shake, se=se, stage=FIRST_STAGE + i, drop_path=next(rates)))
                 channels = out
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.add_module(f"layer{i + 1}", CheckpointSequential(*blocks))
             self.feature_info.append(feature(f"layer{i + 1}", channels, 2**i, FIRST_STAGE + i))
         self.final_act = nn.ReLU()
         self.feature_info[-1] = feature("final_act", channels, 4, FIRST_STAGE + 2)

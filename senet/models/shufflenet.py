@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import PLACEMENTS, ResidualUnit, SEConfig, drop_path_rates, make_block_se
+from senet.layers import PLACEMENTS, CheckpointSequential, ResidualUnit, SEConfig, drop_path_rates, make_block_se
 from senet.models._base import SenetModel, feature
 from senet.models._common import init_weights
 from senet.models.registry import PretrainedCfg, register_family, register_model
@@ -151,7 +151,7 @@ class ShuffleNet(SenetModel):
                     drop_path=next(rates),
                 ))
                 channels = out_channels
-            self.add_module(f"layer{i + 1}", nn.Sequential(*units))
+            self.add_module(f"layer{i + 1}", CheckpointSequential(*units))
             self.feature_info.append(feature(f"layer{i + 1}", channels, 2 ** (FIRST_STAGE + i), FIRST_STAGE + i))
         self.init_head(channels, num_classes, global_pool=global_pool, drop_rate=drop_rate, in_chans=in_chans)
         init_weights(self)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import SEConfig, SqueezeExcite
+from senet.layers import CheckpointSequential, SEConfig, SqueezeExcite
 from senet.models._base import SenetModel, feature
 from senet.models._common import init_weights
 from senet.models.registry import PretrainedCfg, Released, register_family, register_model
@@ -121,7 +121,7 @@ class VGG(SenetModel):
                 block_se = se.make(width) if se is not None and se.in_stage(stage) else None
                 units.append(ConvUnit(channels, width, batch_norm=batch_norm, se=block_se))
                 channels = width
-            self.add_module(f"layer{stage + 1}", nn.Sequential(*units))
+            self.add_module(f"layer{stage + 1}", CheckpointSequential(*units))
             self.add_module(f"pool{stage + 1}", nn.MaxPool2d(2, 2))
             self.feature_info.append(feature(f"layer{stage + 1}", channels, 2**stage, stage))
         self.feature_info.append(feature(f"pool{len(widths)}", channels, 2 ** len(widths), len(widths)))
@@ -138,6 +138,9 @@ class VGG(SenetModel):
 
     def pre_pool(self, x: torch.Tensor) -> torch.Tensor:
         return self.pre_logits(x)
+
+    def remove_pre_pool(self) -> None:
+        self.pre_logits = nn.Identity()
 
 
 def from_timm(state: Mapping[str, torch.Tensor], source: str = "checkpoint", depth: int = 16) -> Foreign | None:
@@ -171,7 +174,7 @@ register_family("vgg", VGG, converters=(from_timm,))
 
 
 @register_model(family="vgg", has_se=False, cfg=PretrainedCfg(first_conv="layer1.0.conv"), released=Released(
-    "timm/vgg16_bn.tv_in1k", origin="torchvision, via timm"))
+    "vgg16_bn.tv_in1k", hf_hub_id="timm/", origin="torchvision, via timm"))
 def vgg16_bn(**kwargs: Any) -> VGG:
     """VGG-16 with batch norm (Table 2): 138.4M params, 15.47 GFLOPs."""
     return _vgg(16, kwargs)

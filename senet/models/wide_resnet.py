@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senet.layers import PLACEMENTS, SEConfig, drop_path_rates, make_block_se
+from senet.layers import PLACEMENTS, CheckpointSequential, SEConfig, drop_path_rates, make_block_se
 from senet.models._base import SenetModel, feature
 from senet.models.cifar_resnet import CIFAR_CFG, FIRST_STAGE, PreActUnit, check_se, init_cifar_weights
 from senet.models.registry import register_family, register_model
@@ -97,7 +97,7 @@ class WideResNet(SenetModel):
                 blocks.append(WideBasicBlock(channels, width, stride, dropout=dropout, se=se, stage=FIRST_STAGE + i,
                                              drop_path=next(rates)))
                 channels = width
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.add_module(f"layer{i + 1}", CheckpointSequential(*blocks))
             self.feature_info.append(feature(f"layer{i + 1}", channels, 2**i, FIRST_STAGE + i))
         self.final_bn = nn.BatchNorm2d(channels)
         self.final_act = nn.ReLU(inplace=True)

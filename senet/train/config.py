@@ -288,6 +288,23 @@ def _check(cfg: Config) -> None:
     need(r.dist_timeout > 0, f"run.dist_timeout must be > 0 seconds, got {r.dist_timeout}")
 
 
+def check_work_sizes(cfg: Config, world_size: int = 1) -> None:
+    """Refuse batch and image sizes whose tensors would not fit (:mod:`senet.utils.limits`):
+    each process's share of the global batch (padded, for the memory loader), an evaluation
+    batch and, streaming, an image resized for evaluation. Names the settings."""
+    from senet.utils.limits import check_work_size
+
+    d = cfg.data
+    side = d.crop + 2 * d.pad if d.loader == "memory" else d.crop
+    procs = f", {world_size} processes" if world_size > 1 else ""
+    check_work_size(f"data.batch_size {d.batch_size} at data.crop {d.crop} (data.pad {d.pad}{procs})",
+                    (max(1, d.batch_size // world_size), 3, side, side))
+    check_work_size(f"data.eval_batch_size {d.eval_batch_size} at data.crop {d.crop}",
+                    (d.eval_batch_size, 3, d.crop, d.crop))
+    if d.loader == "stream":  # evaluation resizes each image's short side first
+        check_work_size(f"data.resize {d.resize}", (d.resize, d.resize, 3), 1)
+
+
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Validate a (merged) mapping into a :class:`Config`."""
     if not isinstance(values, dict):
@@ -317,7 +334,9 @@ def parse_override(text: str) -> dict[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({e})") from None
+        from senet.utils.text import yaml_problem
+
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({yaml_problem(e)})") from None
     nested: dict[str, Any] = {}
     node = nested
     parts = key.split(".")

@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from senet.errors import ConfigError
 from senet.train.config import Config, config_from_dict, merge, parse_override, with_epochs
+from senet.utils.text import read_yaml
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT_RECIPE = "default"
@@ -47,12 +46,7 @@ def read_recipe(name: str, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in _seen:
         chain = " -> ".join(p.name for p in (*_seen, path))
         raise ConfigError(f"recipe inheritance loops: {chain}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(values).__name__}")
+    values = read_yaml(path, (dict, type(None)), what="a recipe") or {}
     parent = values.pop("inherit", None)
     if parent is None:
         return values

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import platform
@@ -26,12 +27,12 @@ from types import TracebackType
 from typing import Any
 
 import torch
-import yaml
 
 from senet.errors import ConfigError, SenetError, fs_error
 from senet.train.config import Config, config_from_dict
 from senet.utils.atomic import TMP_SUFFIX, write_text
 from senet.utils.lock import LOCK_NAME, FolderLock
+from senet.utils.text import csv_text, display, read_json, read_text, read_yaml
 
 METRICS = (
     "epoch", "train_loss", "train_top1_err", "test_loss", "test_top1_err", "test_top5_err",
@@ -172,22 +173,56 @@ class RunDir:
         self.release()
 
     def config(self) -> Config:
+        """The run's configuration; a damaged ``config.yaml`` (not YAML, not a mapping, cut
+        short before its last section, a bad value) is a :class:`ConfigError` naming it."""
+        path = self.file(CONFIG)
+        values = read_yaml(path, dict, what="a run's configuration")
+        missing = [f.name for f in dataclasses.fields(Config) if f.name not in values]
+        if missing:  # senet writes every section: a file without one was cut short or edited
+            raise ConfigError(f"{display(path)} lacks the section(s) {', '.join(missing)} that senet writes; "
+                              "the file is damaged (cut short?)")
         try:
-            values = yaml.safe_load(self.file(CONFIG).read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{self.file(CONFIG)} is not valid YAML: {e}") from None
-        except OSError as e:
-            raise fs_error(e, self.file(CONFIG), "read") from None
-        return config_from_dict(values)
+            return config_from_dict(values)
+        except ConfigError as e:
+            raise ConfigError(f"{display(path)}: {e}") from None
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json`` of a finished run, checked: a mapping whose errors are numbers in
+        [0, 1] and whose ``params`` / ``flops`` are integers (a :class:`SenetError` naming the
+        file and key otherwise)."""
+        path = self.file(SUMMARY)
+        summary = read_json(path, dict, what="a run's summary")
+        for key in ("test_top1_err", "test_top5_err"):
+            value = summary.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise SenetError(f"{display(path)}: {key} should be an error rate in [0, 1], got {value!r}")
+        for key in ("params", "flops"):
+            value = summary.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise SenetError(f"{display(path)}: {key} should be a count, got {value!r}")
+        return summary
+
+    def metrics(self) -> list[dict[str, float]]:
+        """The rows of ``metrics.csv`` as numbers (an empty cell: not evaluated that epoch);
+        a cell that is not a number is a :class:`SenetError` naming the file and line."""
+        path = self.file(METRICS_CSV)
+        rows = []
+        for line, row in enumerate(csv.DictReader(io.StringIO(read_text(path, "a run's metrics"))), 2):
+            try:
+                rows.append({k: float(v) for k, v in row.items() if k in METRICS and v not in ("", None)})
+            except (TypeError, ValueError):
+                raise SenetError(f"{display(path)}, line {line}: a value that is not a number; the file is "
+                                 "damaged") from None
+            if "epoch" not in rows[-1]:
+                raise SenetError(f"{display(path)}, line {line}: no epoch; the file is damaged") from None
+        return rows
 
     def write_metrics(self, history: list[dict[str, float]]) -> None:
         """Rewrite ``metrics.csv`` from the history (the checkpoint's copy is authoritative)."""
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRICS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        write_text(self.file(METRICS_CSV), buf.getvalue())
+        def cell(value: Any) -> Any:
+            return f"{value:.6g}" if isinstance(value, float) else "" if value is None else value
+
+        write_text(self.file(METRICS_CSV), csv_text(METRICS, ([cell(row.get(k)) for k in METRICS] for row in history)))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_text(self.file(SUMMARY), json.dumps(summary, indent=2) + "\n")

@@ -39,12 +39,13 @@ from senet.errors import SenetError
 from senet.models import create_model
 from senet.train import distributed as dist
 from senet.train.checkpoint import load_latest, rng_states, save_checkpoint, set_rng_states
-from senet.train.config import EXECUTION_ONLY, Config
+from senet.train.config import EXECUTION_ONLY, Config, check_work_sizes
 from senet.train.evaluate import autocast_for, errors_from_sums, eval_sums
 from senet.train.rundir import CHECKPOINT, METRICS_CSV, PREVIOUS, WEIGHTS, RunDir
 from senet.train.schedule import lr_at, plateau_drops, scaled_lr
 from senet.train.sources import make_source
 from senet.utils.finite import float_tensors, nonfinite_flag
+from senet.utils.limits import check_input_size
 from senet.utils.seeding import derive_seed, seed_everything
 
 #: steps between looks at the loss and weight checks on a GPU (each look waits for the GPU);
@@ -114,6 +115,7 @@ class Trainer:
         if cfg.data.batch_size % self.env.world_size or share % r.accum_steps:
             raise SenetError(f"the global batch data.batch_size={cfg.data.batch_size} must split evenly over "
                              f"{self.env.world_size} process(es) x run.accum_steps={r.accum_steps} micro-batches")
+        check_work_sizes(cfg, self.env.world_size)
         self.precision = r.precision if r.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
         # channels_last by default on every device: 1.2-1.4x the images/s of NCHW for CIFAR ResNets
         # on a 2-core CPU too (benchmarks/train_speed.py, docs/results/train-speed)
@@ -124,6 +126,7 @@ class Trainer:
         if self.source.skipped and self.is_main:
             run.write_skipped(self.source.skipped)
         self.model = create_model(cfg.model.name, num_classes=len(self.source.classes), **cfg.model.kwargs)
+        check_input_size(self.model, (getattr(self.model, "in_chans", 3), cfg.data.crop, cfg.data.crop), "data.crop")
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=fmt)
         self.ddp: nn.parallel.DistributedDataParallel | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from senet.errors import FileSystemError, SenetError, fs_error, os_error_in
+from senet.utils.text import encode
 
 TMP_SUFFIX = ".tmp"
 
@@ -76,5 +77,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    """``path`` holds ``text`` (UTF-8), written atomically."""
-    atomic_write(path, lambda f: f.write(text.encode()))
+    """``path`` holds ``text`` (UTF-8; undecodable bytes of file names as ``\\xNN``, see
+    :mod:`senet.utils.text`), written atomically."""
+    data = encode(text)
+    atomic_write(path, lambda f: f.write(data))

@@ -106,21 +106,22 @@ def _numeric_keywords(cls: type, has_se: bool) -> dict[str, tuple[type, bool, bo
 
 
 def _allowed(key: str, kind: type) -> tuple[str, Any]:
-    """The range of a numeric keyword: its text and a test of one value."""
+    """The range of a numeric keyword: what it must be (the words after "must be") and a test of
+    one value."""
     if kind is int:
         low = _INT_LOW.get(key, 1)
         return f"an integer >= {low}", lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= low
     finite = lambda v: isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
     if key in _RATES:
-        return "a number in [0, 1)", lambda v: finite(v) and 0 <= v < 1
-    return "a number > 0", lambda v: finite(v) and v > 0
+        return "in [0, 1)", lambda v: finite(v) and 0 <= v < 1
+    return "> 0 and finite", lambda v: finite(v) and v > 0
 
 
 def check_keywords(info: registry.ModelInfo, kwargs: Mapping[str, Any]) -> None:
     """Every numeric keyword of ``info``'s model (``num_classes``, ``in_chans``, widths, depths,
     groups, ``reduction``, ``se_divisor``, ``se_stages`` ... whatever its family takes, found from
     its annotations) is a number of the right kind in its range: integers >= 1
-    (``num_classes`` >= 0), rates in [0, 1), other numbers > 0. A ``ValueError`` names the
+    (``num_classes``, stage numbers >= 0), rates in [0, 1), other numbers finite and > 0. A ``ValueError`` names the
     keyword and the range. The one check of every keyword, the caller's or a weight file's."""
     kinds = _numeric_keywords(info.spec.cls, info.has_se)
     for key, value in kwargs.items():
@@ -128,7 +129,7 @@ def check_keywords(info: registry.ModelInfo, kwargs: Mapping[str, Any]) -> None:
             continue
         kind, sequence, _ = kinds[key]
         text, ok = _allowed(key, kind)
-        if sequence:
+        if sequence:  # sequences are of integers
             if not isinstance(value, (list, tuple)) or not all(ok(v) for v in value):
                 raise ValueError(f"{info.name}: {key} must be a sequence of {text.replace('an integer', 'integers')}, "
                                  f"got {value!r}")

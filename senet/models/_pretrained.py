@@ -488,10 +488,10 @@ def infer_model(weights: PathOrState) -> str:
     if ckpt.metadata.model:
         registry.model_info(ckpt.metadata.model)
         return ckpt.metadata.model
-    infos = [registry.model_info(name) for name in registry.list_models()]
-    matches = [info.name for info in infos if _fits_exactly(ckpt, info)]
+    infos = {name: registry.model_info(name) for name in registry.list_models()}
+    matches = [name for name, info in infos.items() if _fits_exactly(ckpt, info)]
     if not matches:  # only then guess a foreign layout
-        matches = [info.name for info in infos
+        matches = [name for name, info in infos.items()
                    if any(_fits_exactly(reading, info) for reading in ckpt.readings(info.family)[1:])]
     if len(matches) == 1:
         return matches[0]

@@ -56,4 +56,3 @@ def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto", help
     """The one ``--device`` option of every command: ``auto`` (CUDA when present), ``cpu``, ``cuda``."""
     p.add_argument("--device", default=default, choices=DEVICES,
                    help=help or "auto (CUDA when present, the default), cpu or cuda")
-

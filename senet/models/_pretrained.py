@@ -190,8 +190,7 @@ def compare(state: Shapes | Mapping[str, torch.Tensor], own: Shapes | Mapping[st
 
 
 def choose_reading(ckpt: Checkpoint, family: registry.Family | None,
-                   shapes_of: Callable[[Checkpoint], Shapes | None], *, skip: str | None = None,
-                   first_conv: str | None = None) -> Checkpoint:
+                   shapes_of: Callable[[Checkpoint], Shapes | None], *, first_conv: str | None = None) -> Checkpoint:
     """The reading of ``ckpt`` a model of ``family`` loads: the first whose keys and shapes fit
     the model exactly, trying the tensors as they are first (``shapes_of(reading)``: the
     model's shapes when built for that reading, ``None`` if it cannot be). When none fits,
@@ -202,7 +201,7 @@ def choose_reading(ckpt: Checkpoint, family: registry.Family | None,
         if own is None:
             continue
         upgrade = family if family is not None else registry.families().get(reading.family or "")
-        fit = compare(_upgraded(reading, upgrade), own, skip=skip, first_conv=first_conv)
+        fit = compare(_upgraded(reading, upgrade), own, first_conv=first_conv)
         if fit.exact:
             return reading
         if best is None or fit.matched > best[1]:

@@ -3,8 +3,9 @@ and ``create_transform``): ``senet predict``, ``senet eval`` and ``senet analyze
 the one way the weights were trained for.
 
 Evaluation resizes the short side to ``floor(side / crop_pct)`` with the config's interpolation
-and takes the centre ``side x side`` crop (or the ILSVRC entry's 10 crops), then normalises with
-the config's mean and std (on the batch's device, as training does).
+and takes the centre ``side x side`` crop (or the ILSVRC entry's 10 crops), makes the model's
+channels (images are decoded to RGB; a 1-channel model gets grey, PIL's ``convert("L")``), then
+normalises with the config's mean and std (on the batch's device, as training does).
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ def resolve_data_config(
     if interp not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interp!r}; allowed: {', '.join(INTERPOLATIONS)}")
     classes = cfg.get("classes")
+    channels = size[0]
+    if channels not in (1, 3):
+        raise ValueError(f"the model takes {channels}-channel input; senet's image pipeline makes RGB (3 channels) "
+                         "or grey (1 channel) images only")
+    for key in ("mean", "std"):
+        if len(cfg[key]) != channels:
+            raise ValueError(f"the model's config has {len(cfg[key])} {key} values for {channels} input channel(s)")
     out = DataConfig(size, tuple(cfg["mean"]), tuple(cfg["std"]), float(pct), interp,
                      tuple(classes) if classes is not None else None)
     # the short side is resized first: an image at least resize x resize, RGB uint8
@@ -95,8 +103,26 @@ def eval_crops(image: np.ndarray | Image.Image, cfg: DataConfig, *, ten_crop: bo
     return torch.from_numpy(np.ascontiguousarray(views.transpose(0, 3, 1, 2)))
 
 
+#: ITU-R 601-2 luma weights in units of 1/65536, as PIL's ``Image.convert("L")`` applies them.
+_LUMA = (19595, 38470, 7471)
+
+
+def to_grey(batch: torch.Tensor) -> torch.Tensor:
+    """``uint8 [N, 3, H, W]`` RGB images as ``uint8 [N, 1, H, W]`` grey ones, exactly as PIL's
+    ``convert("L")`` computes them (``(19595 R + 38470 G + 7471 B + 32768) >> 16``)."""
+    weights = torch.tensor(_LUMA, dtype=torch.int32, device=batch.device).view(1, 3, 1, 1)
+    luma = (batch.to(torch.int32) * weights).sum(1, keepdim=True) + 0x8000
+    return luma.bitwise_right_shift(16).to(torch.uint8)
+
+
 def normalize(batch: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
-    """``uint8 [N, C, H, W]`` images as the model's float input: ``(x / 255 - mean) / std``."""
+    """``uint8 [N, 3, H, W]`` RGB images as the model's float input: made grey for a 1-channel
+    model (:func:`to_grey`), then ``(x / 255 - mean) / std``."""
+    channels = cfg.input_size[0]
+    if batch.shape[1] != channels:
+        if not (channels == 1 and batch.shape[1] == 3):
+            raise ValueError(f"cannot make {channels}-channel input from {batch.shape[1]}-channel images")
+        batch = to_grey(batch)
     mean = torch.tensor(cfg.mean, device=batch.device).view(1, -1, 1, 1)
     std = torch.tensor(cfg.std, device=batch.device).view(1, -1, 1, 1)
     return (batch.float().div_(255) - mean) / std

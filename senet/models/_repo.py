@@ -40,6 +40,7 @@ class Repo:
     model_args: dict[str, Any]
     cfg: dict[str, Any]  # pretrained-config entries (senet's keys)
     weights: Path | None
+    config: Path | None = None  # the config.json it was read from, for messages
 
 
 def parse_source(name: str) -> tuple[str, str] | None:
@@ -78,7 +79,7 @@ def open_source(name: str, pretrained: Any, cache_dir: str | Path | None = None)
         if pretrained is True:
             weights = _hub_repo_file(name, repo_id, revision or None, WEIGHT_FILES, cache_dir)
     architecture, model_args, cfg = read_config(config)
-    return Repo(architecture, model_args, cfg, weights)
+    return Repo(architecture, model_args, cfg, weights, config)
 
 
 def _local_weights(folder: Path) -> Path:
@@ -115,6 +116,8 @@ def read_config(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{path}: not a JSON model config ({e})") from None
+    except RecursionError:  # hostile nesting: the parser recurses per level
+        raise WeightsError(f"{path}: not a JSON model config (nested too deeply)") from None
     if not isinstance(config, dict):
         raise WeightsError(f"{path}: not a JSON model config (an object is expected)")
     if "pretrained_cfg" in config:

@@ -84,6 +84,8 @@ def _json_field(meta: Mapping[str, str], key: str, source: str) -> Any:
         return json.loads(meta[key])
     except (json.JSONDecodeError, TypeError):
         raise WeightsError(f"{source}: metadata {key!r} is not valid JSON: {str(meta[key])[:80]!r}") from None
+    except RecursionError:  # hostile nesting ([[[[... thousands deep): json recurses per level
+        raise WeightsError(f"{source}: metadata {key!r} is nested too deeply to be a senet header") from None
 
 
 def check_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:

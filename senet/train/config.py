@@ -348,12 +348,9 @@ def parse_override(text: str) -> dict[str, Any]:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} is not of the form section.key=value (e.g. optim.lr=0.05)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        from senet.utils.text import yaml_problem
+    from senet.utils.text import yaml_value
 
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({yaml_problem(e)})") from None
+    value = yaml_value(raw, f"override {text!r}")
     nested: dict[str, Any] = {}
     node = nested
     parts = key.split(".")

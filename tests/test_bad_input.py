@@ -231,6 +231,25 @@ def test_a_recipe_with_a_syntax_error_is_one_line(tmp_path, capsys):
     assert str(recipe) in err and "is not valid YAML (a recipe): line 3, column 9: while parsing a flow sequence" in err
 
 
+@pytest.mark.parametrize("key, low, high", [("data.workers", 0, "MAX_WORKERS"), ("run.threads", 0, "MAX_THREADS")])
+def test_absurd_worker_and_thread_counts_are_named_config_errors(key, low, high, tmp_path, capsys):
+    """A fork bomb or a thread pool exhausting memory is a one-line error naming the key and its range,
+    from a recipe as from ``--set``; the ends of the range are accepted."""
+    from senet.train import config
+
+    high = getattr(config, high)
+    for value in (low, high):
+        assert main(["train", "--set", f"{key}={value}", "--print-config"]) == 0
+    capsys.readouterr()
+    recipe = tmp_path / "r.yaml"
+    section, name = key.split(".")
+    recipe.write_text(f"{section}:\n  {name}: {high * 1000}\n")
+    for argv in (["--set", f"{key}={low - 1}"], ["--set", f"{key}={high + 1}"], ["--recipe", str(recipe)]):
+        assert main(["train", *argv, "--print-config"]) == 2
+        err = _error(capsys)
+        assert f"{key} must be within {low}..{high}, got " in err
+
+
 # ------------------------------------------------------------------ 5. bounded memory
 def test_absurd_work_sizes_and_archive_bombs_are_refused_before_allocating(weights, image, tmp_path):
     tree = make_tree(tmp_path / "tree", classes=4, train=1, test=1, size=8)

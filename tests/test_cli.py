@@ -4,6 +4,7 @@ for one release with a note on stderr."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -58,7 +59,7 @@ def _options(command: str) -> dict[str, object]:
     from senet.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
-    return {s: a for a in sub._actions if a.help != "==SUPPRESS==" for s in a.option_strings}
+    return {s: a for a in sub._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
 
 
 def test_the_commands_tables_name_every_command():
@@ -217,3 +218,29 @@ def test_class_mismatch_is_an_error_unless_allowed(command, tiny_tree, tmp_path,
     other = senet.save_weights(senet.create_model("cifar_se_resnet20", num_classes=3), tmp_path / "w3.safetensors")
     assert main([command, "--weights", str(other), *argv[3:]]) == 2
     assert "the model has 3 outputs but" in capsys.readouterr().err
+
+
+# --- one --skip-corrupt -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["eval", "analyze"])
+def test_skip_corrupt_in_eval_and_analyze_as_in_train(command, tiny_tree, tmp_path, monkeypatch, capsys):
+    """The error on an unreadable image suggests ``--skip-corrupt``; eval and analyze take it, as
+    train does, and name what they left out."""
+    import senet
+    from senet.cli.main import main
+
+    assert {"train", "predict", command} <= {c for c in COMMANDS if "--skip-corrupt" in _options(c)}
+    monkeypatch.chdir(tmp_path)
+    broken = tiny_tree / "test" / "class2" / "0003.png"
+    broken.write_bytes(b"not an image")
+    weights = senet.save_weights(senet.create_model("cifar_se_resnet20", num_classes=4), tmp_path / "w.safetensors")
+    argv = [command, "--weights", str(weights), "--dataset", "imagefolder", "--data", str(tiny_tree), "--device", "cpu"]
+    if command == "analyze":
+        argv += ["--per-class", "2", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--skip-corrupt" in err
+    assert main([*argv, "--skip-corrupt"]) == 0
+    err = capsys.readouterr().err
+    assert "left out 1 unreadable image(s)" in err and str(broken) in err

@@ -70,19 +70,17 @@ def run(args: argparse.Namespace) -> int:
     )
     from senet.analysis.excitation_plots import plot_class_means, plot_class_spread
     from senet.analysis.excitation_stats import analyse, summary_table, write_outputs
-    from senet.cli.model_source import check_classes, load_source
-    from senet.data import load_split
+    from senet.cli.model_source import check_classes, load_data, load_source
     from senet.data.transforms import batch_transform, check_eval_sizes, resolve_data_config
     from senet.train.trainer import resolve_device
 
     source = load_source(args)
     name, model = source.name, source.model
-    dataset, data = source.dataset, source.data
     blocks = find_se_blocks(model)  # fails early for a model without SE
     fig_blocks = _figure_blocks(args.blocks, blocks)
     out = Path(args.out) if args.out else (Path(args.run) / "analysis" if args.run else Path("analysis") / name)
 
-    ds = load_split(dataset, args.split, data=data)
+    ds = load_data(source, args.split)
     check_classes(source, ds, allow=args.allow_class_mismatch)
     classes = parse_classes(args.classes, ds.classes)
     fig7 = parse_classes(args.figure7_class, ds.classes)[0] if args.figure7_class else classes[0]

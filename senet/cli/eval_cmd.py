@@ -24,8 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from senet.cli.model_source import check_classes, load_source
-    from senet.data import load_split
+    from senet.cli.model_source import check_classes, load_data, load_source
     from senet.data.transforms import ViewAverage, batch_transform, check_eval_sizes, resolve_data_config
     from senet.errors import SenetError
     from senet.train import evaluate
@@ -35,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
     source = load_source(args)
     name, model = source.name, source.model
     run_data = source.run.config().data if source.run is not None else None
-    ds = load_split(source.dataset, args.split, data=source.data,
-                    skip_corrupt=bool(run_data and run_data.skip_corrupt))
+    ds = load_data(source, args.split)
     what = f"{args.split} split, {len(ds.labels)}"
     if run_data is not None and not args.full_split:  # score what the run's own summary scored
         key = "train_subset" if args.split == "train" else "test_subset"

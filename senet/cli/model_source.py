@@ -1,7 +1,7 @@
 """Which model a command works on: ``--run DIR | --weights FILE [--model NAME] | --model NAME
 [--pretrained]``, with ``--model-kw KEY=VALUE`` keywords, shared by ``senet eval``, ``analyze``,
 ``export`` and ``predict``, and the data a trained model goes with (``eval`` and ``analyze``,
-which hold it to the same rule: :func:`check_classes`)."""
+which load it alike, :func:`load_data`, and hold it to the same rule: :func:`check_classes`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from senet.cli.options import add_data, add_model, model_kwargs
+from senet.cli.options import add_data, add_model, add_skip_corrupt, model_kwargs, report_skipped
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, bare_model: bool) -> None:
@@ -34,6 +34,7 @@ def add_source_arguments(p: argparse.ArgumentParser, *, data_default: str = "sea
     p.add_argument("--allow-class-mismatch", action="store_true",
                    help="go on when the model's outputs or recorded class names are not the data's classes "
                         "(a warning; refused by default)")
+    add_skip_corrupt(p)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class ModelSource:
     dataset: str | None = None
     data: str | None = None
     run: Any = None  # the RunDir of --run
+    skip_corrupt: bool = False  # --skip-corrupt, or the run's data.skip_corrupt
 
 
 def load_model(args: argparse.Namespace, *, need_weights: bool = True) -> ModelSource:
@@ -99,10 +101,22 @@ def load_source(args: argparse.Namespace) -> ModelSource:
         # a streamed run (ImageNet, Places365) names its dataset, but its --data is an ImageFolder tree
         source.dataset = args.dataset or (cfg.data.dataset if cfg.data.loader == "memory" else "imagefolder")
         source.data = args.data if args.data is not None else cfg.data.path
+        source.skip_corrupt = args.skip_corrupt or cfg.data.skip_corrupt  # scored on what it trained on
     else:
         source.dataset = args.dataset or "cifar10"
         source.data = args.data
+        source.skip_corrupt = args.skip_corrupt
     return source
+
+
+def load_data(source: ModelSource, split: str) -> Any:
+    """The ``split`` of the source's dataset (:func:`senet.data.load_split`), the images
+    ``--skip-corrupt`` left out named on stderr."""
+    from senet.data import load_split
+
+    ds = load_split(source.dataset, split, data=source.data, skip_corrupt=source.skip_corrupt)
+    report_skipped(ds.skipped)
+    return ds
 
 
 def check_classes(source: ModelSource, ds: Any, *, allow: bool) -> None:

@@ -85,9 +85,18 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 
 def add_skip_corrupt(p: argparse.ArgumentParser) -> None:
-    """``--skip-corrupt``: leave out unreadable images, each named, instead of stopping."""
+    """``--skip-corrupt``: leave out unreadable images, each named (:func:`report_skipped`),
+    instead of stopping at the first one."""
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave out unreadable or non-image files, naming them (default: an error)")
+
+
+def report_skipped(skipped: list[str], *, shown: int = 10) -> None:
+    """Name on stderr the images ``--skip-corrupt`` left out of a split (the first ``shown``)."""
+    if skipped:
+        more = f", and {len(skipped) - shown} more" if len(skipped) > shown else ""
+        print(f"warning: left out {len(skipped)} unreadable image(s): {', '.join(skipped[:shown])}{more}",
+              file=sys.stderr)
 
 
 def add_out(p: argparse.ArgumentParser, *, help: str) -> None:
@@ -179,8 +188,6 @@ def add_deprecated(p: argparse.ArgumentParser, *names: str, target: str, instead
                    **kwargs: Any) -> None:
     """An old spelling (option ``--x`` or, given a plain name, an optional positional argument)
     that still works for one release, storing into ``target`` with a note on stderr."""
-    if names[0].startswith("-"):
-        p.add_argument(*names, action=_Deprecated, target=target, instead=instead, append=append, **kwargs)
-    else:
-        p.add_argument(*names, action=_Deprecated, target=target, instead=instead, append=append, nargs="?",
-                       default=argparse.SUPPRESS, **kwargs)
+    positional = {} if names[0].startswith("-") else {"nargs": "?"}
+    p.add_argument(*names, action=_Deprecated, target=target, instead=instead, append=append,
+                   default=argparse.SUPPRESS, **positional, **kwargs)

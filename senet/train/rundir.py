@@ -226,18 +226,6 @@ class RunDir:
                 raise SenetError(f"{display(path)}, line {line}: no epoch; the file is damaged") from None
         return rows
 
-    def summary(self) -> dict[str, Any]:
-        """``summary.json`` of a finished run."""
-        try:
-            summary = json.loads(self.file(SUMMARY).read_text())
-        except OSError as e:
-            raise fs_error(e, self.file(SUMMARY), "read") from None
-        except ValueError as e:
-            raise SenetError(f"{self.file(SUMMARY)} is not valid JSON: {e}") from None
-        if not isinstance(summary, dict):
-            raise SenetError(f"{self.file(SUMMARY)} is not a senet run summary (not a JSON object)")
-        return summary
-
     def write_metrics(self, history: list[dict[str, float]]) -> None:
         """Rewrite ``metrics.csv`` from the history (the checkpoint's copy is authoritative)."""
         def cell(value: Any) -> Any:

@@ -72,6 +72,7 @@ def test_export_cli(tmp_path, capsys):
     assert main(["export", "--weights", str(weights), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
     assert "largest difference from PyTorch" in capsys.readouterr().out
     assert read_metadata(tmp_path / "m.pt").classes == ["a", "b", "c", "d"]
+    assert read_metadata(tmp_path / "m.pt") == read_metadata(weights)  # one header: the weight file's
     loaded = torch.jit.load(str(tmp_path / "m.pt"))
     x = torch.randn(1, 3, 40, 40)
     with torch.no_grad():

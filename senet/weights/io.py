@@ -9,6 +9,8 @@
 * Files are written atomically (:mod:`senet.utils.atomic`), with a SHA-256 of their tensors
   in the metadata (:data:`~senet.utils.integrity.DIGEST_KEY`) that every read checks; a file
   without one (another tool's) is read unverified. Non-finite values are refused on write.
+* The header of a model senet exported (ONNX, TorchScript) is read without loading the model
+  (:func:`read_exported_header`).
 """
 
 from __future__ import annotations

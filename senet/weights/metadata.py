@@ -27,7 +27,7 @@ RESERVED_METADATA = ("format", "model", "kwargs", "senet_version", DIGEST_KEY, *
 
 @dataclass(frozen=True)
 class WeightsMetadata:
-    """What a weight file says about itself.
+    """What a weight file (or a model senet exported) says about itself.
 
     ``format`` is ``"senet"`` or the name of the foreign layout it was read as (``"timm"``,
     ``"legacy"``). For senet files ``model`` and ``kwargs`` rebuild the network

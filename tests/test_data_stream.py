@@ -18,8 +18,6 @@ from PIL import Image, ImageFile
 from senet.data import EpochOrder, stream_transforms
 from senet.data.decode import decode_image
 from senet.data.stream import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     EpochBatchSampler,
     StreamingImageFolder,
     eval_loader,
@@ -27,6 +25,7 @@ from senet.data.stream import (
     train_loader,
 )
 from senet.errors import DataError
+from senet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tests.data_helpers import tar_folder
 
 CLASSES = ("ant", "bee", "cow")

@@ -44,8 +44,9 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Dataset, batch sizes and augmentation.
+class DatasetConfig:
+    """The ``data:`` section: dataset, batch sizes and augmentation (how a trained model's inputs
+    are prepared is its :class:`~senet.preprocess.PretrainedCfg`, recorded with its weights).
 
     ``loader: memory`` (CIFAR, spec section 5): every image decoded once into memory, padded
     by ``pad``, randomly cropped to ``crop``, flipped, Cutout for the Shake-Shake rows of
@@ -156,7 +157,7 @@ class Config:
     recipe: str = "default"
     description: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DatasetConfig = field(default_factory=DatasetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)

@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace, env) -> int:
     from senet.train import RunDir, distributed, resolve
     from senet.train.config import config_from_dict, merge
     from senet.train.rundir import CONFIG, SUMMARY
-    from senet.train.trainer import resolve_device
+    from senet.utils.device import resolve_device
 
     say = print if env.is_main else (lambda *a, **k: None)
     resume = args.resume

@@ -73,7 +73,6 @@ def _run(args: argparse.Namespace, env) -> int:
     from senet.train import RunDir, distributed, resolve
     from senet.train.config import config_from_dict, merge
     from senet.train.rundir import FINISHED, PARTIAL
-    from senet.utils.device import resolve_device
 
     say = print if env.is_main else (lambda *a, **k: None)
     resume = args.resume
@@ -98,15 +97,13 @@ def _run(args: argparse.Namespace, env) -> int:
             say(f"{run_dir.path} has finished already ({summary['epochs']:g} epochs, test error top-1 "
                 f"{100 * summary['test_top1_err']:.2f}% top-5 {100 * summary['test_top5_err']:.2f}%); nothing to resume")
             return 0
-        distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
-                                     backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
     else:
         cfg = resolve(args.recipe, [*args.overrides, shortcuts(args)], epochs=args.epochs)
         if args.print_config:
             say(cfg.to_yaml(), end="")
             return 0
-        distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
-                                     backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
+    distributed.join(env, cfg.run)  # before the run folder: a new one is named by rank 0 for the group
+    if not resume:
         out = args.out or f"runs/{cfg.recipe.replace('/', '-').removesuffix('.yaml')}-{time.strftime('%Y%m%d-%H%M%S')}"
         out = distributed.broadcast_object(out)  # every rank writes to (and resumes from) rank 0's folder
         run_dir = RunDir.create(out, cfg) if env.is_main else RunDir(out)

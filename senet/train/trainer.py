@@ -6,11 +6,11 @@ It reads in the order it runs: :meth:`Trainer.__init__` sets up (device and proc
 data, model, optimizer, then the checkpoint to resume from), :meth:`Trainer.fit` runs the loop
 (a step, a look at the steps not yet checked, a checkpoint when due, the end of an epoch:
 test, checkpoint, report) and writes the weights and ``summary.json``. The pieces live
-beside it: the device choice (:mod:`senet.utils.device`), the process group
-(:mod:`senet.train.distributed`), what a checkpoint holds and where a resume starts
-(:mod:`senet.train.state`), the NaN watchdog (:mod:`senet.train.watchdog`), the learning rate
-(:mod:`senet.train.schedule`), the run folder's files (:mod:`senet.train.rundir`) and
-experiment tracking (:mod:`senet.train.tracking`).
+beside it: the device and the process group (:func:`senet.train.distributed.join`), what a
+checkpoint holds and where a resume starts (:mod:`senet.train.state`), the NaN watchdog
+(:mod:`senet.train.watchdog`), the learning rate (:mod:`senet.train.schedule`), the run
+folder's files (:mod:`senet.train.rundir`) and experiment tracking
+(:mod:`senet.train.tracking`).
 
 Every random draw of a step comes from state that the checkpoint holds or that is a function
 of ``(seed, epoch, step)``: the data order (:class:`senet.data.EpochOrder`), the augmentation
@@ -60,7 +60,6 @@ from senet.train.sources import make_source
 from senet.train.state import group_meters, order_record, restored_meters, resume_point, zero_meters
 from senet.train.tracking import Trackers, open_trackers
 from senet.train.watchdog import Watchdog
-from senet.utils.device import resolve_device
 from senet.utils.limits import check_input_size
 from senet.utils.seeding import derive_seed, seed_everything
 
@@ -95,8 +94,7 @@ class Trainer:
         r = cfg.run
         if r.threads:
             torch.set_num_threads(r.threads)
-        self.device = resolve_device(r.device, self.env.local_rank)
-        dist.init_distributed(self.env, self.device, backend=r.dist_backend, timeout_s=r.dist_timeout)
+        self.device = dist.join(self.env, r)
         if r.sync_bn and self.env.distributed and self.device.type != "cuda":
             raise SenetError("run.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel)")
         share = cfg.data.batch_size // self.env.world_size

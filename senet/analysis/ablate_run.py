@@ -5,10 +5,9 @@ Finished runs (``summary.json`` present) are reused, interrupted ones resumed fr
 checkpoint (:meth:`RunDir.state <senet.train.rundir.RunDir.state>`, as ``senet train
 --resume`` and the GPU session kit decide), and a folder whose ``config.yaml`` differs from
 what the grid now asks for is an error naming the differences: results are never silently
-overwritten. Each run folder is
-owned (locked) by the process training it, so a second ``senet ablate`` of the same study is
-refused at the cell the first is training; a cell that fails before its first checkpoint
-leaves no folder behind.
+overwritten. Each run folder is owned (locked) by the process training it, so a second
+``senet ablate`` of the same study is refused at the cell the first is training; a cell that
+fails before its first checkpoint leaves no folder behind.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ tracking on, ``tensorboard/`` and ``mlflow.db``, ``mlartifacts/``, ``mlflow.json
 senet writes itself is written atomically, so an interrupted run never leaves a half-written one
 (TensorBoard's and MLflow's stores are written by those libraries).
 
+:class:`RunDir` is the one reader of these files too (:meth:`RunDir.config`,
+:meth:`RunDir.summary`, :meth:`RunDir.metrics`, each checked) and the one judge of what a
+folder holds (:meth:`RunDir.state`: fresh, partial, finished or not a run), for ``senet train
+--resume``, ``senet ablate`` and the GPU session kit alike.
+
 One process owns a run directory at a time (:class:`~senet.utils.lock.FolderLock`, taken by
 :meth:`RunDir.create` and :meth:`RunDir.acquire`); only the owner removes the temporary
 files a killed process left. A run that fails before its first checkpoint removes the

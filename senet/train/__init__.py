@@ -13,7 +13,8 @@ from senet.train.evaluate import evaluate
 from senet.train.recipes import list_recipes, read_recipe, resolve
 from senet.train.rundir import RunDir
 from senet.train.schedule import lr_at
-from senet.train.trainer import Trainer, TrainingDiverged
+from senet.train.trainer import Trainer
+from senet.train.watchdog import TrainingDiverged
 
 __all__ = [
     "Config",

@@ -54,7 +54,7 @@ def test_a_session_packs_its_runs_and_the_next_resumes_them(kit, tmp_path, capsy
     tree = make_tree(tmp_path / "tree", classes=2, train=32, test=8)
     first = tmp_path / "out1"
     deadline_once(kit, monkeypatch, tmp_path / "work1", lambda run: (run / "checkpoint.pt").is_file())
-    assert kit.main(["--data", str(tree), "--out", str(first), "--budget", "120", *TINY, "--stream-model", "resnet18",
+    assert kit.main(["--data", str(tree), "--out", str(first), "--budget", "600", *TINY, "--stream-model", "resnet18",
                      "--throughput-models", "cifar_resnet20", "--throughput-steps", "1", "--throughput-batch", "8",
                      "--stream", "2", "1", "0", "40", "32"]) == 0
     results = json.loads((first / "results.json").read_text())
@@ -77,7 +77,7 @@ def test_a_session_packs_its_runs_and_the_next_resumes_them(kit, tmp_path, capsy
     deadline_once(kit, monkeypatch, tmp_path / "work2",
                   lambda run: (run / "events.log").is_file() and "resumed" in (run / "events.log").read_text())
     capsys.readouterr()
-    assert kit.main(["--data", str(tree), "--out", str(second), "--budget", "120", *TINY, "--resume-from", str(first),
+    assert kit.main(["--data", str(tree), "--out", str(second), "--budget", "600", *TINY, "--resume-from", str(first),
                      "--throughput-models", "--stream", "2", "0", "0", "40", "32"]) == 0
     assert "resuming 2 run(s)" in capsys.readouterr().out
     again = {r["run"]: r for r in json.loads((second / "results.json").read_text())["runs"]}

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.errors import SenetError
     from senet.train import evaluate
     from senet.train.data import subset
-    from senet.train.trainer import resolve_device
+    from senet.utils.device import resolve_device
 
     source = load_source(args)
     name, model = source.name, source.model

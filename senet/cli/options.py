@@ -21,6 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from senet.utils.device import DEVICES
+
 
 def _int(text: str) -> int:
     try:
@@ -61,9 +63,6 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
     return value
-
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto", help: str | None = None) -> None:

@@ -67,17 +67,11 @@ class BasicBlock(_ResNetUnit):
         se: SEConfig | None,
         stage: int,
         branch_act: bool = False,
-        groups: int = 1,
-        width_per_group: int = 64,
-        first_ratio: float = 1.0,
-        stride_in_1x1: bool = False,
         drop_path: float = 0.0,
         dilation: int = 1,
         first_dilation: int = 1,
     ) -> None:
         super().__init__()
-        if groups != 1 or width_per_group != 64:
-            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
         self.conv1, self.bn1 = _conv_bn(in_channels, planes, 3, stride, dilation=first_dilation)
         self.conv2, self.bn2 = _conv_bn(planes, planes, 3, dilation=dilation)
         self.downsample = downsample
@@ -99,8 +93,7 @@ class Bottleneck(_ResNetUnit):
 
     ``width = planes * width_per_group / 64 * groups`` is the 3x3 convolution's width; its
     input (the first 1x1's output) is ``width * first_ratio`` (SENet-154 halves it).
-    ``first_dilation``: of the 3x3 convolution (``output_stride``; ``dilation`` is for the
-    second 3x3 of a basic block and unused here).
+    ``dilation``: of the 3x3 convolution (``output_stride``).
     """
 
     expansion = 4
@@ -121,7 +114,6 @@ class Bottleneck(_ResNetUnit):
         stride_in_1x1: bool = False,
         drop_path: float = 0.0,
         dilation: int = 1,
-        first_dilation: int = 1,
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
@@ -129,7 +121,7 @@ class Bottleneck(_ResNetUnit):
         out_channels = planes * self.expansion
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1, self.bn1 = _conv_bn(in_channels, first, 1, s1)
-        self.conv2, self.bn2 = _conv_bn(first, width, 3, s3, groups, dilation=first_dilation)
+        self.conv2, self.bn2 = _conv_bn(first, width, 3, s3, groups, dilation=dilation)
         self.conv3, self.bn3 = _conv_bn(width, out_channels, 1)
         self.downsample = downsample
         self.branch_act = branch_act
@@ -228,6 +220,8 @@ class ResNet(SenetModel):
             raise ValueError(f"layers must give 4 positive stage depths, got {list(layers)}")
         if se is not None:
             se.check_stages(range(FIRST_STAGE, FIRST_STAGE + len(layers)))
+        if block == "basic" and (groups != 1 or width_per_group != 64):
+            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
         block_cls = BLOCKS[block]
         self.stem = Stem(in_chans, stem)
         self.maxpool = _stem_pool(stem_pool)
@@ -246,24 +240,14 @@ class ResNet(SenetModel):
                     k = down_kernel if strided else 1
                     d = dilated.first_dilation if k > 1 else 1
                     downsample = nn.Sequential(*_conv_bn(channels, out_channels, k, stride, dilation=d))
-                blocks.append(
-                    block_cls(
-                        channels,
-                        planes,
-                        stride if j == 0 else 1,
-                        downsample,
-                        se=se,
-                        stage=FIRST_STAGE + i,
-                        branch_act=branch_act,
-                        groups=groups,
-                        width_per_group=width_per_group,
-                        first_ratio=first_ratio,
-                        stride_in_1x1=stride_in_1x1,
-                        drop_path=next(rates),
-                        dilation=dilated.dilation,
-                        first_dilation=dilated.first_dilation if j == 0 else dilated.dilation,
-                    )
-                )
+                first_dilation = dilated.first_dilation if j == 0 else dilated.dilation
+                if block == "basic":
+                    shape = {"dilation": dilated.dilation, "first_dilation": first_dilation}
+                else:
+                    shape = {"groups": groups, "width_per_group": width_per_group, "first_ratio": first_ratio,
+                             "stride_in_1x1": stride_in_1x1, "dilation": first_dilation}
+                blocks.append(block_cls(channels, planes, stride if j == 0 else 1, downsample, se=se,
+                                        stage=FIRST_STAGE + i, branch_act=branch_act, drop_path=next(rates), **shape))
                 channels = out_channels
             self.add_module(f"layer{i + 1}", CheckpointSequential(*blocks))
             self.feature_info.append(feature(f"layer{i + 1}", channels, dilated.reduction, FIRST_STAGE + i))

@@ -371,7 +371,7 @@ def load_weights(model: nn.Module, path_or_state_dict: PathOrState, *, strict: b
         file_keywords(ckpt, info)  # a header that contradicts its own tensors is refused here too
     if family is None and ckpt.family is not None:
         family = registry.families()[ckpt.family]
-    if family is not None and family.layout_of is not None:
+    if family is not None and family.layout_of is not None and isinstance(model, family.cls):
         _warn_layout(ckpt.layout, family.layout_of(model), ckpt.source, "the model's", stacklevel=3)
     return _load_into(model, ckpt, strict=strict, family=family, first_conv=first_conv)
 

@@ -105,7 +105,7 @@ class Family:
         converters: readers of foreign checkpoints (timm, Cadene) into the family's keys.
         layout_keys: model keywords that change what a set of weights computes without changing
             their shapes (stride position, stem pooling ...): they come from the weights' source.
-        layout_of: the ``layout_keys`` values an existing model runs with.
+        layout_of: the ``layout_keys`` values an existing model of the family (of ``cls``) runs with.
         upgrade: brings a state dict in the family's keys but an older layout up to date (e.g.
             BN-Inception's former convolution biases, folded into batch norm).
         writers: per foreign layout a converter reads (``"timm"``, ``"legacy"``), the inverse:

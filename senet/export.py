@@ -45,7 +45,7 @@ class Exported:
 
 def preprocessing(model: nn.Module) -> dict[str, str]:
     """The model's name and pretrained config as string entries (JSON values), for a file's metadata."""
-    from senet import __version__
+    from senet.version import __version__
 
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     spec = getattr(model, "senet_spec", None)

@@ -397,7 +397,7 @@ def save_weights(
     ``classes``, ``mean`` and ``std`` (one value per input channel) override the model's
     config; ``metadata`` adds string entries of your own.
     """
-    from senet import __version__
+    from senet.version import __version__
 
     path = Path(path)
     if path.suffix != ".safetensors":

@@ -246,7 +246,7 @@ def push_to_hf_hub(model: nn.Module, repo_id: str, *, commit_message: str = "Add
     import tempfile
 
     from senet.models._hub import _huggingface_hub
-    from senet import __version__
+    from senet.version import __version__
 
     hf = _huggingface_hub()
     api = hf.HfApi(token=token, library_name="senet", library_version=__version__)

@@ -86,16 +86,17 @@ def _hub_repo_file(name: str, repo_id: str, revision: str | None, files: tuple[s
     """The first of ``files`` the repo has, through the cache (see :func:`senet.models._hub.hub_file`)."""
     from senet.models._hub import hub_file, is_missing_entry, reason
 
-    for file in files:
+    error: Exception | None = None
+    for file in files:  # a file the repo lacks: the next; any other failure: this one is unavailable
         try:
             return hub_file(repo_id, file, revision=revision, cache_dir=cache_dir)
         except Exception as e:  # noqa: BLE001 (offline, missing repo, proxy ...)
-            if is_missing_entry(e) and file != files[-1]:
-                continue
-            raise WeightsUnavailable(name, reason(e), f"download {CONFIG} and {' or '.join(WEIGHT_FILES[:2])} of "
-                                     f"https://huggingface.co/{repo_id} where there is internet into a folder "
-                                     "and name it", "local-dir:FOLDER", fetching=file) from None
-    raise AssertionError("unreachable")
+            error = e
+            if not is_missing_entry(e):
+                break
+    raise WeightsUnavailable(name, reason(error), f"download {CONFIG} and {' or '.join(WEIGHT_FILES[:2])} of "
+                             f"https://huggingface.co/{repo_id} where there is internet into a folder "
+                             "and name it", "local-dir:FOLDER", fetching=file) from None
 
 
 def read_config(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:

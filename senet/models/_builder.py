@@ -56,7 +56,7 @@ Pretrained = bool | str | Path | Mapping[str, Any] | Checkpoint | None
 
 def model_keywords(info: registry.ModelInfo) -> list[str]:
     """The keywords ``create_model(info.name, ...)`` accepts besides the builder's own."""
-    params = inspect.signature(info.spec.cls.__init__).parameters
+    params = inspect.signature(info.family_info.cls.__init__).parameters
     own = [p for p, v in params.items() if p not in ("self", "se") and v.kind is v.KEYWORD_ONLY]
     return sorted(own + (list(SE_KWARGS) if info.has_se else []))
 
@@ -72,7 +72,7 @@ def _se_config(info: registry.ModelInfo, kwargs: dict[str, Any]) -> SEConfig | N
                              "use its se_ variant")
         return None
     se = SEConfig.from_kwargs(se_kwargs)
-    allowed = info.spec.placements
+    allowed = info.family_info.placements
     if se.placement not in allowed:
         raise ValueError(f"placement {se.placement!r} is not available in the {info.family} family; "
                          f"allowed: {', '.join(map(repr, allowed))}")
@@ -128,7 +128,7 @@ def check_keywords(info: registry.ModelInfo, kwargs: Mapping[str, Any]) -> None:
     its annotations) is a number of the right kind in its range: integers >= 1
     (``num_classes``, stage numbers >= 0), rates in [0, 1), other numbers finite and > 0. A ``ValueError`` names the
     keyword and the range. The one check of every keyword, the caller's or a weight file's."""
-    kinds = _numeric_keywords(info.spec.cls, info.has_se)
+    kinds = _numeric_keywords(info.family_info.cls, info.has_se)
     for key, value in kwargs.items():
         if key not in kinds or (value is None and kinds[key][2]):
             continue
@@ -222,7 +222,7 @@ def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str
     except TypeError as e:  # e.g. a keyword the model function sets itself
         raise ValueError(f"{info.name}: {e}") from None
     except (_TooLarge, _Empty) as e:
-        numeric = _numeric_keywords(info.spec.cls, info.has_se)
+        numeric = _numeric_keywords(info.family_info.cls, info.has_se)
         given = {**({"num_classes": num_classes} if num_classes != info.cfg.num_classes else {}), **kwargs, **se_kwargs}
         named = ", ".join(f"{k}={v!r}" for k, v in given.items() if k in numeric and v is not None)
         what = f"{info.name} with {named}" if named else info.name
@@ -396,7 +396,7 @@ def _build_for(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | No
                 return None
             return model_shapes(info.name, {"num_classes": classes, **layout, **kwargs})
 
-        ckpt = choose_reading(ckpt, info.spec, shapes_of, first_conv=info.cfg.first_conv)
+        ckpt = choose_reading(ckpt, info.family_info, shapes_of, first_conv=info.cfg.first_conv)
         own = shapes_of(ckpt) if ckpt.family is None else None
         if own is not None:  # another family's weights: said before building a model they cannot go into
             other = other_family(ckpt, compare(ckpt.state, own, first_conv=info.cfg.first_conv), info.name, info.family)
@@ -484,7 +484,7 @@ def load_weights(model: nn.Module, path_or_state_dict: PathOrState, *, strict: b
     ckpt = open_checkpoint(path_or_state_dict)
     spec = getattr(model, "senet_spec", None)
     info = registry.model_info(spec.name) if spec is not None else None
-    family = info.spec if info is not None else None
+    family = info.family_info if info is not None else None
     first_conv = info.cfg.first_conv if info is not None else None
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     ckpt = choose_reading(ckpt, family, lambda _: own, first_conv=first_conv)
@@ -499,7 +499,7 @@ def load_weights(model: nn.Module, path_or_state_dict: PathOrState, *, strict: b
 
 def _fits_exactly(reading: Checkpoint, info: registry.ModelInfo) -> bool:
     """Whether ``info``'s model, built with the reading's keywords, has exactly its keys and shapes."""
-    state = _upgraded(reading, info.spec)
+    state = _upgraded(reading, info.family_info)
     # cheap necessary conditions first: the model's first convolution, SE blocks if it has them
     if f"{info.cfg.first_conv}.weight" not in state or info.has_se != any(".se." in k for k in state):
         return False

@@ -289,7 +289,7 @@ def load_pretrained(model: nn.Module, ckpt: Checkpoint, info: registry.ModelInfo
         warnings.warn(f"{ckpt.source}: the file's classifier has {file_classes} classes, the model "
                       f"{model.num_classes}; loaded everything except the classifier '{skip}', which is freshly "
                       "initialised", stacklevel=4)
-    _load_into(model, ckpt, strict=True, skip=skip, family=info.spec, first_conv=info.cfg.first_conv)
+    _load_into(model, ckpt, strict=True, skip=skip, family=info.family_info, first_conv=info.cfg.first_conv)
     model.senet_weights = ckpt.metadata
 
 

@@ -125,7 +125,7 @@ def save_for_hf(model: nn.Module, save_directory: str | Path, *, model_config: M
     alias = timm_name_of(model)
     if alias is not None:
         state = model.state_dict()
-        timm_state = registry.model_info(spec.name).spec.writers[alias.keys](state)
+        timm_state = registry.model_info(spec.name).family_info.writers[alias.keys](state)
         key_of = {id(v): k for k, v in timm_state.items()}
         for key in ("first_conv", "classifier"):  # named in timm's keys too
             if cfg.get(key) and f"{cfg[key]}.weight" in state:
@@ -169,7 +169,7 @@ def timm_name_of(model: nn.Module) -> registry.Alias | None:
     not change what it computes (classes, input channels, pooling, dropout)."""
 
     spec = model.senet_spec
-    family = registry.model_info(spec.name).spec
+    family = registry.model_info(spec.name).family_info
 
     def effective(m: nn.Module) -> dict[str, Any]:
         kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in m.senet_spec.kwargs.items()

@@ -174,7 +174,8 @@ class ModelInfo:
         return self.cfg.min_input_size[1] if self.cfg.min_input_size else 1
 
     @property
-    def spec(self) -> Family:
+    def family_info(self) -> Family:
+        """What the registry knows of the model's family (``family`` is its name)."""
         return _FAMILIES[self.family]
 
 

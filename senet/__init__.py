@@ -11,8 +11,7 @@ import types
 from typing import Any
 
 from senet.utils.lazy import lazy_exports
-
-__version__ = "0.1.0"
+from senet.version import __version__
 
 _EXPORTS = {
     "Complexity": "senet.complexity",

@@ -21,7 +21,7 @@ COMMANDS = ["train", "eval", "predict", "export", "recipes", "models", "complexi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from senet import __version__
+    from senet.version import __version__
 
     parser = argparse.ArgumentParser(prog="senet", description="Squeeze-and-Excitation Networks")
     parser.add_argument("--version", action="version", version=f"senet {__version__}")

@@ -198,6 +198,12 @@ def test_export_out_file(tmp_path, capsys):
 # --- one rule for a model whose classes are not the data's ------------------------------------
 
 
+def _on_tree(command: str, weights, tree) -> list[str]:
+    """``eval`` or ``analyze`` of a weight file on an ImageFolder tree, small and on the CPU."""
+    argv = [command, "--weights", str(weights), "--dataset", "imagefolder", "--data", str(tree), "--device", "cpu"]
+    return argv + (["--per-class", "2", "--no-progress"] if command == "analyze" else [])
+
+
 @pytest.mark.parametrize("command", ["eval", "analyze"])
 def test_class_mismatch_is_an_error_unless_allowed(command, tiny_tree, tmp_path, monkeypatch, capsys):
     import senet
@@ -206,9 +212,7 @@ def test_class_mismatch_is_an_error_unless_allowed(command, tiny_tree, tmp_path,
     monkeypatch.chdir(tmp_path)
     weights = senet.save_weights(senet.create_model("cifar_se_resnet20", num_classes=4), tmp_path / "w.safetensors",
                                  classes=["cat", "dog", "fox", "owl"])  # the tree's are class0..class3
-    argv = [command, "--weights", str(weights), "--dataset", "imagefolder", "--data", str(tiny_tree), "--device", "cpu"]
-    if command == "analyze":
-        argv += ["--per-class", "2", "--no-progress"]
+    argv = _on_tree(command, weights, tiny_tree)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the model's classes (cat, dog, fox, owl, ...) are not those of" in err
@@ -235,9 +239,7 @@ def test_skip_corrupt_in_eval_and_analyze_as_in_train(command, tiny_tree, tmp_pa
     broken = tiny_tree / "test" / "class2" / "0003.png"
     broken.write_bytes(b"not an image")
     weights = senet.save_weights(senet.create_model("cifar_se_resnet20", num_classes=4), tmp_path / "w.safetensors")
-    argv = [command, "--weights", str(weights), "--dataset", "imagefolder", "--data", str(tiny_tree), "--device", "cpu"]
-    if command == "analyze":
-        argv += ["--per-class", "2", "--no-progress"]
+    argv = _on_tree(command, weights, tiny_tree)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--skip-corrupt" in err

@@ -6,11 +6,11 @@ The names below are imported on first use, so that ``import senet`` (and ``senet
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import Any
 
+from senet.utils.lazy import lazy_exports
 from senet.version import __version__
 
 _EXPORTS = {
@@ -27,21 +27,7 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    try:  # a subpackage not imported yet (senet.models, senet.train ...)
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{name}":
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 class _Package(types.ModuleType):

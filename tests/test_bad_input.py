@@ -83,11 +83,12 @@ def _limited(tmp_path: Path, argvs: list[list[str]]) -> list[tuple[int, str]]:
 def test_export_refuses_options_it_cannot_honour(weights, tmp_path, capsys):
     ok = onnx_opsets()
     for opset in (9, ok.start - 1, ok.stop, 99):
-        assert main(["export", "--weights", str(weights), "--opset", str(opset), "--out", str(tmp_path / "m.onnx")]) == 2
+        assert main(["export", "--weights", str(weights), "--opset", str(opset),
+                     "--output", str(tmp_path / "m.onnx")]) == 2
         assert f"--opset {opset} cannot be written" in _error(capsys)
     for option in (["--opset", str(ok.start)], ["--no-optimize"]):
         assert main(["export", "--weights", str(weights), "--format", "torchscript", *option,
-                     "--out", str(tmp_path / "m.pt")]) == 2
+                     "--output", str(tmp_path / "m.pt")]) == 2
         err = _error(capsys)
         assert err.endswith(f"error: {option[0]} ({option[0].strip('-').replace('no-', '')}) applies to ONNX files "
                             "only, not to torchscript")
@@ -103,7 +104,7 @@ def test_export_checks_the_written_opset(weights, tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(export, "_written_opset", lambda program: 18)
     assert main(["export", "--weights", str(weights), "--opset", "19", "--no-optimize",
-                 "--out", str(tmp_path / "m.onnx")]) == 2
+                 "--output", str(tmp_path / "m.onnx")]) == 2
     assert "--opset 19: the exporter wrote opset 18 instead; nothing was written" in _error(capsys)
     assert list(tmp_path.iterdir()) == [weights]
 
@@ -112,7 +113,8 @@ def test_export_checks_the_written_opset(weights, tmp_path, monkeypatch, capsys)
 def test_torchscript_export_on_a_full_disk_is_a_named_error_not_an_abort(weights, tmp_path):
     with small_disk(tmp_path / "disk", "300k") as disk:  # the file is about 1.1 MB
         proc = subprocess.run([sys.executable, "-m", "senet", "export", "--weights", str(weights), "--format",
-                               "torchscript", "--out", str(disk / "m.pt")], capture_output=True, text=True, timeout=300)
+                               "torchscript", "--output", str(disk / "m.pt")],
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.strip().splitlines()[-1] == (f"senet export: error: cannot write {disk / 'm.pt'}: No space "
                                                         "left on device (ENOSPC); free some space or write elsewhere")
@@ -123,7 +125,7 @@ def test_torchscript_export_on_a_full_disk_is_a_named_error_not_an_abort(weights
 def test_writers_into_read_only_and_missing_folders(fmt, weights, image, tmp_path, capsys):
     def command(out: Path) -> list[str]:
         if fmt == "torchscript":
-            return ["export", "--weights", str(weights), "--format", "torchscript", "--out", str(out)]
+            return ["export", "--weights", str(weights), "--format", "torchscript", "--output", str(out)]
         return ["predict", str(image), "--weights", str(weights), f"--{fmt.split('-')[1]}", str(out)]
 
     assert main(command(tmp_path / "missing" / "out")) == 2
@@ -147,7 +149,7 @@ def test_predict_outputs_on_a_full_disk(weights, image, tmp_path, capsys):
 
 # ------------------------------------------------------------------ 3. bad values are named, not bugs
 def test_an_input_size_the_model_cannot_run_at(weights, tmp_path, capsys):
-    assert main(["export", "--model", "se_resnet18", "--input-size", "1", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--model", "se_resnet18", "--input-size", "1", "--output", str(tmp_path / "m.onnx")]) == 2
     err = _error(capsys)
     assert "se_resnet18 cannot run at 1x1 (--input-size 1)" in err and "the smallest side it runs at is" in err
     smallest = int(err.rsplit(" ", 1)[1])
@@ -227,6 +229,25 @@ def test_a_recipe_with_a_syntax_error_is_one_line(tmp_path, capsys):
     assert main(["train", "--recipe", str(recipe), "--print-config"]) == 2
     err = _error(capsys)
     assert str(recipe) in err and "is not valid YAML (a recipe): line 3, column 9: while parsing a flow sequence" in err
+
+
+@pytest.mark.parametrize("key, low, high", [("data.workers", 0, "MAX_WORKERS"), ("run.threads", 0, "MAX_THREADS")])
+def test_absurd_worker_and_thread_counts_are_named_config_errors(key, low, high, tmp_path, capsys):
+    """A fork bomb or a thread pool exhausting memory is a one-line error naming the key and its range,
+    from a recipe as from ``--set``; the ends of the range are accepted."""
+    from senet.train import config
+
+    high = getattr(config, high)
+    for value in (low, high):
+        assert main(["train", "--set", f"{key}={value}", "--print-config"]) == 0
+    capsys.readouterr()
+    recipe = tmp_path / "r.yaml"
+    section, name = key.split(".")
+    recipe.write_text(f"{section}:\n  {name}: {high * 1000}\n")
+    for argv in (["--set", f"{key}={low - 1}"], ["--set", f"{key}={high + 1}"], ["--recipe", str(recipe)]):
+        assert main(["train", *argv, "--print-config"]) == 2
+        err = _error(capsys)
+        assert f"{key} must be within {low}..{high}, got " in err
 
 
 # ------------------------------------------------------------------ 5. bounded memory

@@ -69,7 +69,8 @@ def test_a_file_that_computes_something_else_is_refused(tmp_path, monkeypatch):
 def test_export_cli(tmp_path, capsys):
     saved = senet.create_model("cifar_se_resnet20", num_classes=4)
     weights = senet.save_weights(saved, tmp_path / "w.safetensors", classes=["a", "b", "c", "d"])
-    assert main(["export", "--weights", str(weights), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
+    assert main(["export", "--weights", str(weights), "--format", "torchscript",
+                 "--output", str(tmp_path / "m.pt")]) == 0
     assert "largest difference from PyTorch" in capsys.readouterr().out
     assert read_metadata(tmp_path / "m.pt").classes == ["a", "b", "c", "d"]
     assert read_metadata(tmp_path / "m.pt") == read_metadata(weights)  # one header: the weight file's
@@ -78,7 +79,7 @@ def test_export_cli(tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), saved.eval()(x))
     assert main(["export", "--model", "cifar_resnet20", "--format", "onnx", "--dynamic-batch", "--no-optimize",
-                 "--out", str(tmp_path / "r.onnx")]) == 0
+                 "--output", str(tmp_path / "r.onnx")]) == 0
     assert read_metadata(tmp_path / "r.onnx").model == "cifar_resnet20"
     assert main(["export", "--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err

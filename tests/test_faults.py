@@ -140,7 +140,8 @@ def test_an_os_error_nobody_named_still_names_its_file(monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv, option, message", [
     (["eval", "--weights", "w.safetensors", "--batch-size", "0"], "--batch-size", "must be an integer >= 1, got '0'"),
-    (["complexity", "cifar_resnet20", "--input-size", "0"], "--input-size", "must be an integer >= 1, got '0'"),
+    (["complexity", "--model", "cifar_resnet20", "--input-size", "0"], "--input-size",
+     "must be an integer >= 1, got '0'"),
     (["train", "--epochs", "0"], "--epochs", "must be an integer >= 1, got '0'"),
     (["train", "--seed", "-1"], "--seed", "must be an integer >= 0, got '-1'"),
     (["train", "--seed", "x"], "--seed", "must be an integer, got 'x'"),
@@ -158,7 +159,7 @@ def test_numeric_options_are_range_checked(argv, option, message, capsys):
 
 
 def test_complexity_at_an_input_too_small_for_the_model(capsys):
-    assert main(["complexity", "resnet50", "--input-size", "1"]) == 2
+    assert main(["complexity", "--model", "resnet50", "--input-size", "1"]) == 2
     err = _error(capsys)
     assert "resnet50 cannot run at 1x1" in err and "try a larger --input-size" in err
 

@@ -88,7 +88,7 @@ def test_a_damaged_foreign_pth_is_refused_before_unpickling(tmp_path: Path, caps
     with pytest.raises(WeightsError, match=rf"{pth}: damaged: member '{member}' does not match its CRC-32"):
         read_torch(pth)
     assert main(["convert", str(pth), str(tmp_path / "out.safetensors"), "--model", "cifar_resnet20",
-                 "--set", "num_classes=4"]) == 2
+                 "--model-kw", "num_classes=4"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "damaged" in err and str(pth) in err
     assert not (tmp_path / "out.safetensors").exists()

@@ -62,7 +62,7 @@ def test_own_state_dict_loads_back_everywhere(tmp_path, name):
     assert load_weights(loaded, state) == ([], [])  # (files: test_files_without_a_model_name)
     assert_same(loaded.state_dict(), state)
     out = tmp_path / "out.safetensors"
-    sets = [f"--set={k}={json.dumps(v)}" for k, v in kwargs.items()]  # the keywords it was built with
+    sets = [f"--model-kw={k}={json.dumps(v)}" for k, v in kwargs.items()]  # the keywords it was built with
     assert main(["convert", str(pth), str(out), "--model", name, *sets]) == 0
     assert_same(load_file(str(out)), state)
     assert read_metadata(out).model == name

@@ -327,7 +327,7 @@ def test_convert_cli_errors(tmp_path, capsys, monkeypatch):
     assert main(["convert", str(src), str(dst)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no registered model" in err and "--model" in err
-    assert main(["convert", str(src), str(dst), "--model", "se_resnet50", "--set", "reduction=8"]) == 0
+    assert main(["convert", str(src), str(dst), "--model", "se_resnet50", "--model-kw", "reduction=8"]) == 0
     assert read_metadata(dst).kwargs == {"num_classes": 1000, "reduction": 8}
     # two registered models with the same shapes: ambiguous
     info = registry.model_info("se_resnet18")

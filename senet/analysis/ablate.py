@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from senet.errors import ConfigError
-from senet.layers.se import SE_KWARGS, SqueezeExcite
 
 #: study name -> (title, the paper's table(s))
 STUDIES: dict[str, tuple[str, str]] = {
@@ -138,6 +137,7 @@ def se_variant(name: str) -> str | None:
 def se_stage_numbers(name: str, kwargs: dict[str, Any] | None = None) -> list[int]:
     """The stages (paper numbering, the ``se_stages`` keyword) in which model ``name`` has SE
     blocks, read from the ``feature_info`` of the model built once on the meta device."""
+    from senet.layers.se import SqueezeExcite
     from senet.models import module_stages
 
     base = {k: v for k, v in (kwargs or {}).items() if k != "se_stages"}
@@ -170,6 +170,8 @@ class PlannedCell:
 def _concrete(cell: Cell, model: str, base_kwargs: dict[str, Any], baseline: Callable[[], str]) -> PlannedCell:
     """The model and keywords of ``cell``; a hidden width ``C/r`` that rounds to 0 (16
     channels with ``r = 32``) gets ``se_divisor=1`` (width at least 1), noted in the table."""
+    from senet.layers.se import SE_KWARGS
+
     if not cell.has_se:
         kwargs = {k: v for k, v in base_kwargs.items() if k not in SE_KWARGS}
         return PlannedCell(cell, baseline(), kwargs)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from senet.analysis.ablate import STUDIES
-from senet.cli.options import add_device, positive_int
-from senet.cli.train_cmd import shortcuts
+from senet.cli.options import add_data, add_device, add_out, add_overrides, add_progress, positive_int, show_progress
+from senet.cli.train_cmd import PROGRESS_HELP, shortcuts
 
 HELP = ("run one of the paper's ablation studies (Tables 10-16), or SE against its baseline (--study se), "
         "with a recipe, several seeds per cell, resumable")
@@ -20,16 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, help="shorten/lengthen the recipe keeping its schedule's shape")
     p.add_argument("--seeds", type=positive_int, default=1, metavar="K",
                    help="runs per cell, seeds run.seed .. run.seed+K-1 (default 1)")
-    p.add_argument("--data", metavar="PATH", help="dataset folder or archive (default: searched, see README)")
-    p.add_argument("--out", metavar="DIR",
-                   help="study folder (default: runs/ablate-<study>-<recipe>); run the same command again to "
-                        "resume it: finished cells are reused, interrupted ones continued")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value of every cell, e.g. --set data.train_subset=10000")
+    add_data(p, dataset=False)
+    add_out(p, help="study folder (default: runs/ablate-<study>-<recipe>); run the same command again to "
+                    "resume it: finished cells are reused, interrupted ones continued")
+    add_overrides(p, help="override a config value (YAML) of every cell, e.g. --set data.train_subset=10000")
     add_device(p, default=None, help="run.device")
     p.add_argument("--cells", metavar="ID,ID", help="train only these cells of the study (see --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their model keywords, train nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+    add_progress(p, help=PROGRESS_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {pc.id:<10} {pc.label:<16} {pc.model} {pc.kwargs}{note}")
         return 0
     try:
-        outcomes = run_study(plan, out, progress=False if args.no_progress else None)
+        outcomes = run_study(plan, out, progress=show_progress(args))
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to continue {out} (finished cells are kept)")
         raise

@@ -4,7 +4,9 @@ Writes into ``--out`` (default ``<run>/analysis``, or ``analysis/<model>`` for `
 ``excitations.csv`` / ``.safetensors``, ``importance.csv`` / ``.safetensors``,
 ``specificity.csv`` (formats: :mod:`senet.analysis.excitation_stats`), ``figure6.png`` and
 ``figure7.png``, and prints a per-block summary of how class-specific the excitations are.
-A class with fewer than ``--per-class`` images in the split is used whole, with a warning.
+A class with fewer than ``--per-class`` images in the split is used whole, with a warning. A model
+whose classes are not the data's is refused, as by ``eval``, unless ``--allow-class-mismatch``
+(excitations are then grouped by the data's classes).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from senet.cli.model_source import add_source_arguments
-from senet.cli.options import add_device, nonnegative_int, positive_int
+from senet.cli.options import add_device, add_out, add_progress, nonnegative_int, positive_int, show_progress
 
 if TYPE_CHECKING:
     from senet.analysis.excitation import SEBlock
@@ -31,10 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure7-class", metavar="CLASS", help="class of figure 7 (default: the first chosen class)")
     p.add_argument("--first", action="store_true", help="take the first images of each class, not a seeded sample")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the image and channel samples (default 0)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: <run>/analysis or analysis/<model>)")
+    add_out(p, help="output folder (default: <run>/analysis or analysis/<model>)")
     add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=100)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one when stderr is a tty)")
+    add_progress(p)
 
 
 def _figure_blocks(spec: str | None, blocks: list[SEBlock]) -> list[SEBlock]:
@@ -59,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
 
-
     from senet.analysis.excitation import (
         find_se_blocks,
         parse_classes,
@@ -69,26 +70,18 @@ def run(args: argparse.Namespace) -> int:
     )
     from senet.analysis.excitation_plots import plot_class_means, plot_class_spread
     from senet.analysis.excitation_stats import analyse, summary_table, write_outputs
-    from senet.cli.model_source import load_source
-    from senet.data import load_split
+    from senet.cli.model_source import check_classes, load_data, load_source
     from senet.data.transforms import batch_transform, check_eval_sizes, resolve_data_config
     from senet.utils.device import resolve_device
 
     source = load_source(args)
-    name, model, meta = source.name, source.model, source.meta
-    dataset, data = source.dataset, source.data
+    name, model = source.name, source.model
     blocks = find_se_blocks(model)  # fails early for a model without SE
     fig_blocks = _figure_blocks(args.blocks, blocks)
     out = Path(args.out) if args.out else (Path(args.run) / "analysis" if args.run else Path("analysis") / name)
 
-    ds = load_split(dataset, args.split, data=data)
-    outputs = model.num_classes or None
-    if meta.classes and list(meta.classes) != list(ds.classes):
-        print(f"warning: the model was trained on other classes ({', '.join(meta.classes[:5])}, ...) than those of "
-              f"{ds.source}; excitations are grouped by the data's classes", file=sys.stderr)
-    elif outputs is not None and outputs != len(ds.classes):
-        print(f"warning: the model has {outputs} outputs but {ds.source} has {len(ds.classes)} classes",
-              file=sys.stderr)
+    ds = load_data(source, args.split)
+    check_classes(source, ds, allow=args.allow_class_mismatch)
     classes = parse_classes(args.classes, ds.classes)
     fig7 = parse_classes(args.figure7_class, ds.classes)[0] if args.figure7_class else classes[0]
     if fig7 not in classes:
@@ -109,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     exc = record_excitations(
         model, ds.images[idx], ds.labels[idx], transform,
         image_ids=idx, classes=ds.classes, batch_size=args.batch_size, device=device,
-        progress=sys.stderr.isatty() and not args.no_progress,
+        progress=show_progress(args),
     )
     stats = analyse(exc)
     paths = write_outputs(exc, stats, out)

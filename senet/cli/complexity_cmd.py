@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from senet.cli.options import positive_int
+from senet.cli.options import add_deprecated, add_input_size, add_model, model_kwargs
 
 HELP = "params and GFLOPs of a model, or (--paper) every paper row beside the measured figures"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", help="a registered model name")
+    add_model(p, help="a registered model name", old_set=True)
     p.add_argument("--paper", action="store_true",
                    help="compare every paper row; exit 1 if one is >1%% off without a documented reason")
-    p.add_argument("--input-size", type=positive_int, default=None, help="square input side (default: the model's)")
-    p.add_argument("--set", dest="kwargs", action="append", default=[], metavar="KEY=VALUE",
-                   help="model keyword, value parsed as JSON when it can be (e.g. reduction=8)")
+    add_input_size(p)
+    add_deprecated(p, "name", metavar="NAME", target="model", instead="--model NAME")
 
 
 def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
@@ -30,21 +28,6 @@ def _paper_gflops(x: float | None) -> str:
         return "-"
     text = f"{x:.3f}"
     return text[:-1] if text.endswith("0") else text
-
-
-def _parse_kwargs(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-        except RecursionError:
-            raise ValueError(f"--set {key}: the value is nested too deeply") from None
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
               f"{documented} documented exception(s)")
         return 1 if bad else 0
     if not args.model:
-        raise ValueError("give a model name or --paper")
+        raise ValueError("give --model NAME or --paper")
     info = model_info(args.model)
     size = info.input_size if args.input_size is None else (3, args.input_size, args.input_size)
     with torch.device("meta"):
-        model = create_model(args.model, **_parse_kwargs(args.kwargs))
+        model = create_model(args.model, **model_kwargs(args))
     try:
         c = complexity(model, size)
     except RuntimeError as e:  # the network's layers reject the input, e.g. a kernel larger than the map

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from senet.cli.model_source import add_source_arguments
-from senet.cli.options import add_device, positive_float, positive_int
+from senet.cli.options import add_device, add_input_size, positive_float, positive_int
 
 HELP = "evaluate a trained run (--run DIR) or a weight file (--weights FILE [--model NAME]) on a test split"
 
@@ -14,8 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_arguments(p)
     add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--input-size", type=positive_int, default=None, metavar="SIDE",
-                   help="evaluate at this side, e.g. 320 (Table 8; default: the weights' input size)")
+    add_input_size(p, help="evaluate at this side, e.g. 320 as in Table 8")
     p.add_argument("--crop-pct", type=positive_float, default=None,
                    help="centre-crop fraction (default: the weights'); the short side is resized to SIDE / crop-pct")
     p.add_argument("--ten-crop", action="store_true",
@@ -25,8 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from senet.cli.model_source import load_source
-    from senet.data import load_split
+    from senet.cli.model_source import check_classes, load_data, load_source
     from senet.data.transforms import ViewAverage, batch_transform, check_eval_sizes, resolve_data_config
     from senet.errors import SenetError
     from senet.train import evaluate
@@ -34,10 +32,9 @@ def run(args: argparse.Namespace) -> int:
     from senet.utils.device import resolve_device
 
     source = load_source(args)
-    name, model, meta = source.name, source.model, source.meta
+    name, model = source.name, source.model
     run_data = source.run.config().data if source.run is not None else None
-    ds = load_split(source.dataset, args.split, data=source.data,
-                    skip_corrupt=bool(run_data and run_data.skip_corrupt))
+    ds = load_data(source, args.split)
     what = f"{args.split} split, {len(ds.labels)}"
     if run_data is not None and not args.full_split:  # score what the run's own summary scored
         key = "train_subset" if args.split == "train" else "test_subset"
@@ -45,12 +42,10 @@ def run(args: argparse.Namespace) -> int:
         if 0 < n < total:
             ds = subset(ds, n)
             what = f"{args.split} split, the run's data.{key}: {n} of {total}"
-    outputs = model.num_classes
-    if outputs != len(ds.classes):
-        raise SenetError(f"the model has {outputs} outputs but {ds.source} has {len(ds.classes)} classes")
-    if meta.classes and list(meta.classes) != list(ds.classes):
-        raise SenetError(f"the model's classes ({', '.join(meta.classes[:5])}, ...) are not those of {ds.source} "
-                         f"({', '.join(ds.classes[:5])}, ...)")
+    check_classes(source, ds, allow=args.allow_class_mismatch)
+    if model.num_classes < len(ds.classes):  # even allowed: labels beyond the outputs cannot be scored
+        raise SenetError(f"the model's {model.num_classes} outputs cannot score the {len(ds.classes)} classes of "
+                         f"{ds.source}")
     size, pct = args.input_size, args.crop_pct
     h, w = ds.images.shape[-2:]
     if run_data is not None and run_data.loader == "memory" and size is None and pct is None and h == w:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from senet.cli.model_source import add_model_arguments
-from senet.cli.options import positive_int
+from senet.cli.options import add_deprecated, add_input_size, positive_int
 
 HELP = "export a model (--run DIR | --weights FILE | --model NAME [--pretrained]) to ONNX or TorchScript, verified"
 
@@ -17,12 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamic-size", action="store_true", help="leave the height and width free (ONNX)")
     p.add_argument("--opset", type=positive_int, default=None,
                    help="ONNX opset (default: the exporter's; torch 2.14 writes 18 to the newest the installed onnx knows)")
-    p.add_argument("--input-size", type=positive_int, default=None, metavar="SIDE",
-                   help="side of the example input (default: the model's input size)")
+    add_input_size(p, help="side of the example input")
     p.add_argument("--no-optimize", dest="optimize", action="store_false", default=None,
                    help="skip the ONNX exporter's graph optimisations")
-    p.add_argument("--out", default=None, metavar="FILE",
+    p.add_argument("-o", "--output", metavar="FILE",
                    help="file to write (default: <model>.onnx / <model>.pt, in the run folder for --run)")
+    # --out names a folder in every other command
+    add_deprecated(p, "--out", target="output", instead="--output FILE", metavar="FILE")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from senet.export import SUFFIXES, export_model
 
     source = load_model(args, need_weights=False)
-    if args.out:
-        out = Path(args.out)
+    if args.output:
+        out = Path(args.output)
     else:
         folder = source.run.path if source.run is not None else Path(".")
         out = folder / f"{source.name}{SUFFIXES[args.format]}"

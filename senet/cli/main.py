@@ -1,7 +1,8 @@
 """Entry point of the ``senet`` command: one module per subcommand in ``senet.cli``.
 
 A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``; it imports the library inside ``run`` so that ``senet --help`` stays fast.
+``run(args) -> int``; it imports the library inside ``run``, so that building the parser imports
+no torch and ``senet --help`` / ``--version`` stay fast (``tests/test_cli.py`` checks it).
 
 Every failure is one line on stderr: a user's error (:class:`~senet.errors.SenetError`, a bad
 value, an operating-system error naming its path and cause, a request that does not fit in
@@ -46,11 +47,6 @@ def _out_of_memory(e: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if (sys.argv[1:] if argv is None else argv) == ["--version"]:  # before the commands' imports (torch)
-        from senet.version import __version__
-
-        print(f"senet {__version__}")
-        return 0
     args = build_parser().parse_args(argv)
     from senet.errors import SenetError, fs_error
     from senet.utils.text import ERRORS, display

@@ -1,6 +1,7 @@
 """Which model a command works on: ``--run DIR | --weights FILE [--model NAME] | --model NAME
-[--pretrained]``, shared by ``senet eval``, ``analyze``, ``export`` and ``predict``, and the data a
-trained model goes with (``eval`` and ``analyze``)."""
+[--pretrained]``, with ``--model-kw KEY=VALUE`` keywords, shared by ``senet eval``, ``analyze``,
+``export`` and ``predict``, and the data a trained model goes with (``eval`` and ``analyze``,
+which load it alike, :func:`load_data`, and hold it to the same rule: :func:`check_classes`)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from senet.cli.options import add_data, add_model, add_skip_corrupt, model_kwargs, report_skipped
+
 
 def add_model_arguments(p: argparse.ArgumentParser, *, bare_model: bool) -> None:
-    """``--run`` / ``--weights`` (one of them), ``--model``; with ``bare_model`` also a model by name
-    alone, its released weights with ``--pretrained``."""
+    """``--run`` / ``--weights`` (one of them), ``--model``, ``--model-kw``; with ``bare_model`` also
+    a model by name alone, its released weights with ``--pretrained``."""
     src = p.add_mutually_exclusive_group(required=not bare_model)
     src.add_argument("--run", metavar="DIR", help="a run directory written by `senet train`")
     src.add_argument("--weights", metavar="FILE", help="a senet .safetensors file or a timm/Cadene checkpoint")
     if bare_model:
         src.add_argument("--pretrained", action="store_true", help="the released weights of --model (downloaded)")
-    p.add_argument("--model", help="model name (needed for weight files that do not record it)")
+    add_model(p, help="model name (needed for weight files that do not record it)")
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="use weights holding NaN or inf values (refused by default)")
 
 
 def add_source_arguments(p: argparse.ArgumentParser, *, data_default: str = "searched, see README") -> None:
+    """The model (:func:`add_model_arguments`), the data it is run on and ``--allow-class-mismatch``."""
     add_model_arguments(p, bare_model=False)
-    p.add_argument("--dataset", help="cifar10, cifar100 or an ImageFolder path (default: the run's / cifar10)")
-    p.add_argument("--data", metavar="PATH", help=f"where the dataset is (default: {data_default})")
+    add_data(p, dataset=True, default=data_default)
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--allow-class-mismatch", action="store_true",
+                   help="go on when the model's outputs or recorded class names are not the data's classes "
+                        "(a warning; refused by default)")
+    add_skip_corrupt(p)
 
 
 @dataclass
@@ -39,6 +46,7 @@ class ModelSource:
     dataset: str | None = None
     data: str | None = None
     run: Any = None  # the RunDir of --run
+    skip_corrupt: bool = False  # --skip-corrupt, or the run's data.skip_corrupt
 
 
 def load_model(args: argparse.Namespace, *, need_weights: bool = True) -> ModelSource:
@@ -75,7 +83,7 @@ def load_model(args: argparse.Namespace, *, need_weights: bool = True) -> ModelS
             raise SenetError(f"--model {args.model} alone has random weights; add --pretrained (released "
                              "weights), --weights FILE or --run DIR")
         weights, pretrained = None, False
-    model = create_model(args.model, pretrained=pretrained)
+    model = create_model(args.model, pretrained=pretrained, **model_kwargs(args))
     bad = nonfinite_names(model.state_dict())
     if bad and not args.allow_nonfinite:
         where = weights or f"the released weights of {args.model}"
@@ -93,7 +101,40 @@ def load_source(args: argparse.Namespace) -> ModelSource:
         # a streamed run (ImageNet, Places365) names its dataset, but its --data is an ImageFolder tree
         source.dataset = args.dataset or (cfg.data.dataset if cfg.data.loader == "memory" else "imagefolder")
         source.data = args.data if args.data is not None else cfg.data.path
+        source.skip_corrupt = args.skip_corrupt or cfg.data.skip_corrupt  # scored on what it trained on
     else:
         source.dataset = args.dataset or "cifar10"
         source.data = args.data
+        source.skip_corrupt = args.skip_corrupt
     return source
+
+
+def load_data(source: ModelSource, split: str) -> Any:
+    """The ``split`` of the source's dataset (:func:`senet.data.load_split`), the images
+    ``--skip-corrupt`` left out named on stderr."""
+    from senet.data import load_split
+
+    ds = load_split(source.dataset, split, data=source.data, skip_corrupt=source.skip_corrupt)
+    report_skipped(ds.skipped)
+    return ds
+
+
+def check_classes(source: ModelSource, ds: Any, *, allow: bool) -> None:
+    """The one rule of ``eval`` and ``analyze``: the model's outputs, and the class names its
+    weights record, are the classes of the data ``ds``; otherwise an error, or with ``allow``
+    (``--allow-class-mismatch``) a warning on stderr, results going by the data's labels."""
+    import sys
+
+    from senet.errors import SenetError
+
+    outputs, recorded = source.model.num_classes or None, source.meta.classes if source.meta else None
+    if outputs is not None and outputs != len(ds.classes):
+        problem = f"the model has {outputs} outputs but {ds.source} has {len(ds.classes)} classes"
+    elif recorded and list(recorded) != list(ds.classes):
+        problem = (f"the model's classes ({', '.join(recorded[:5])}, ...) are not those of {ds.source} "
+                   f"({', '.join(ds.classes[:5])}, ...)")
+    else:
+        return
+    if not allow:
+        raise SenetError(f"{problem} (--allow-class-mismatch goes on by the data's labels)")
+    print(f"warning: {problem}", file=sys.stderr)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from senet.cli.model_source import add_model_arguments
-from senet.cli.options import add_device, positive_float, positive_int
+from senet.cli.options import (add_device, add_input_size, add_progress, add_skip_corrupt, positive_float, positive_int,
+                               show_progress)
 
 HELP = "classify images (files or folders) with a model: top-k class names and probabilities"
 
@@ -15,8 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p, bare_model=True)
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--input-size", type=positive_int, default=None, metavar="SIDE",
-                   help="evaluate at this side (default: the weights' input size)")
+    add_input_size(p, help="evaluate at this side")
     p.add_argument("--crop-pct", type=positive_float, default=None,
                    help="centre-crop fraction (default: the weights'); the short side is resized to SIDE / crop-pct")
     p.add_argument("--ten-crop", action="store_true", help="average the 10 crops (corners, centre, mirrored)")
@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", metavar="FILE", help="also write the predictions as JSON")
     out.add_argument("--csv", metavar="FILE", help="also write the predictions as CSV")
-    p.add_argument("--skip-corrupt", action="store_true", help="name and skip unreadable or non-image files")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_skip_corrupt(p)
+    add_progress(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         skipped.append(str(path))
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
-    show = args.progress and sys.stderr.isatty() and len(paths) > 1
+    show = show_progress(args) and len(paths) > 1
     results = []
     with tqdm(total=len(paths), unit="img", disable=not show, file=sys.stderr) as bar:
         for pred in predict(source.model, paths, cfg, topk=args.topk, batch_size=args.batch_size,

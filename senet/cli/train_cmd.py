@@ -6,24 +6,25 @@ import argparse
 import contextlib
 import time
 
-from senet.cli.options import add_device, nonnegative_int, positive_int
+from senet.cli.options import (add_data, add_device, add_out, add_overrides, add_progress, add_skip_corrupt,
+                               nonnegative_int, positive_int, show_progress)
 
 HELP = "train a model with a recipe (default: a short SE-ResNet run on CIFAR-10) and report its test error"
+PROGRESS_HELP = "no progress bar, one line per epoch only (default: a bar when stderr is a terminal)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", metavar="NAME|FILE", help="built-in recipe name (see `senet recipes`) or a .yaml file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.lr=0.05 --set model.kwargs.reduction=8")
+    add_overrides(p, help="override a config value (YAML), e.g. --set optim.lr=0.05 --set model.kwargs.reduction=8")
     p.add_argument("--epochs", type=positive_int, help="shorten/lengthen the recipe keeping its schedule's shape")
-    p.add_argument("--data", metavar="PATH", help="dataset folder or archive (default: searched, see README)")
-    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<recipe>-<time>)")
+    add_data(p, dataset=False)
+    add_out(p, help="run directory (default: runs/<recipe>-<time>)")
     p.add_argument("--seed", type=nonnegative_int, help="random seed (run.seed)")
     add_device(p, default=None, help="run.device")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    p.add_argument("--skip-corrupt", action="store_true", help="leave out unreadable images (listed in the run dir)")
+    add_skip_corrupt(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+    add_progress(p, help=PROGRESS_HELP)
 
 
 def shortcuts(args: argparse.Namespace) -> dict:
@@ -135,7 +136,7 @@ def _run(args: argparse.Namespace, env) -> int:
 def _train(cfg, run_dir, *, resume: bool, args: argparse.Namespace, env, say) -> dict:
     from senet.train import Trainer
 
-    trainer = Trainer(cfg, run_dir, resume=resume, progress=False if args.no_progress else None)
+    trainer = Trainer(cfg, run_dir, resume=resume, progress=show_progress(args))
     src = trainer.source
     group = f", {env.world_size} processes" if env.distributed else ""
     say(f"{cfg.model.name} on {cfg.data.dataset} ({src.source}): {src.n_train} train / {src.n_test} test images, "

@@ -130,7 +130,7 @@ def load_split(
     if entry.skipped and not skip_corrupt:
         raise DataError(
             f"{source.path} ({split}) has {len(entry.skipped)} corrupt image(s), e.g. {entry.skipped[0]}; "
-            "pass skip_corrupt=True / --skip-corrupt to train without them"
+            "pass skip_corrupt=True / --skip-corrupt to leave them out"
         )
     expected = _EXPECTED_CLASSES.get(dataset.lower().replace("-", ""))
     if expected is not None and len(entry.classes) != expected:

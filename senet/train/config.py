@@ -28,6 +28,11 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 BACKENDS = ("auto", "nccl", "gloo")
 WARMUPS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: The most DataLoader processes (``data.workers``) and torch CPU threads (``run.threads``) a run
+#: may ask for: far beyond any machine's cores, small enough that a typo (``workers: 40000``)
+#: is an error rather than a fork bomb or a thread pool that exhausts memory.
+MAX_WORKERS = 256
+MAX_THREADS = 1024
 #: Settings that only say how a run executes, not what it computes: a run may resume with
 #: them changed, and results that differ only in them are the same experiment.
 EXECUTION_ONLY = {"run": ("device", "threads", "compile", "accum_steps", "dist_backend", "dist_timeout",
@@ -258,7 +263,7 @@ def _check(cfg: Config) -> None:
     need(d.resize >= d.crop, f"data.resize ({d.resize}) must be >= data.crop ({d.crop})")
     need(len(d.scale) == 2 and 0 < d.scale[0] <= d.scale[1] <= 1, f"data.scale must be [lo, hi] within (0, 1], got {d.scale}")
     need(len(d.ratio) == 2 and 0 < d.ratio[0] <= d.ratio[1], f"data.ratio must be [lo, hi] with 0 < lo <= hi, got {d.ratio}")
-    need(d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")
+    need(0 <= d.workers <= MAX_WORKERS, f"data.workers must be within 0..{MAX_WORKERS}, got {d.workers}")
     for name, stat in (("mean", d.mean), ("std", d.std)):
         need(stat is None or len(stat) == 3, f"data.{name} must be three numbers (R, G, B) or null, got {stat}")
     need(d.std is None or all(v > 0 for v in d.std), f"data.std must be positive, got {d.std}")
@@ -283,7 +288,9 @@ def _check(cfg: Config) -> None:
     need(s.name != "plateau" or r.eval_every == 1, "schedule.name=plateau needs run.eval_every=1 (it watches the test loss)")
     need(r.device in DEVICES, f"run.device {r.device!r} is unknown; choose from {', '.join(DEVICES)}")
     need(r.precision in PRECISIONS, f"run.precision {r.precision!r} is unknown; choose from {', '.join(PRECISIONS)}")
-    need(r.threads >= 0 and r.eval_every >= 1, "run.threads must be >= 0 and run.eval_every >= 1")
+    need(0 <= r.threads <= MAX_THREADS,
+         f"run.threads must be within 0..{MAX_THREADS}, got {r.threads} (0 keeps torch's default)")
+    need(r.eval_every >= 1, f"run.eval_every must be >= 1, got {r.eval_every}")
     need(r.checkpoint_every >= 0 and r.max_steps >= 0, "run.checkpoint_every and run.max_steps must be >= 0")
     need(r.accum_steps >= 1, f"run.accum_steps must be >= 1, got {r.accum_steps}")
     need(d.batch_size % r.accum_steps == 0,
@@ -363,12 +370,9 @@ def parse_override(text: str) -> dict[str, Any]:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} is not of the form section.key=value (e.g. optim.lr=0.05)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        from senet.utils.text import yaml_problem
+    from senet.utils.text import yaml_value
 
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({yaml_problem(e)})") from None
+    value = yaml_value(raw, f"override {text!r}")
     nested: dict[str, Any] = {}
     node = nested
     parts = key.split(".")

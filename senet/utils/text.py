@@ -160,6 +160,20 @@ def yaml_problem(e: Exception) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
+def yaml_value(text: str, what: str) -> Any:
+    """The value of a command-line ``KEY=VALUE`` (``--set``, ``--model-kw``) read as YAML, as a
+    recipe's values are (``8``, ``false``, ``[3, 4]``, ``avg``); empty is ``None``. ``what``
+    starts the one-line :class:`~senet.errors.ConfigError` of a value that is not YAML."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what}: the value is not valid YAML ({yaml_problem(e)})") from None
+    except RecursionError:  # hostile nesting ([[[[... thousands deep)
+        raise ConfigError(f"{what}: the value is nested too deeply") from None
+
+
 def read_yaml(path: str | os.PathLike[str], expected: type | tuple[type, ...] = dict, *,
               what: str = "a YAML file") -> Any:
     """The value of the YAML file ``path``, which must be an ``expected``; a syntax error is

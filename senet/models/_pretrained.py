@@ -317,17 +317,23 @@ def file_keywords(ckpt: Checkpoint, info: registry.ModelInfo) -> tuple[dict[str,
 _SHAPES: dict[tuple[str, str], dict[str, tuple[int, ...]] | None] = {}
 
 
-def model_shapes(name: str, kwargs: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
-    """The state-dict shapes of ``create_model(name, **kwargs)``, built on the ``meta`` device
-    (no memory, no initialisation) and remembered; ``None`` if those keywords do not build it."""
-    from senet.models._builder import create_model
+def model_shapes(name: str, kwargs: Mapping[str, Any],
+                 widths: Mapping[str, tuple[int, int]] | None = None) -> dict[str, tuple[int, ...]] | None:
+    """The state-dict shapes of ``create_model(name, **kwargs)`` (narrowed to a pruned
+    network's ``widths``), built on the ``meta`` device (no memory, no initialisation) and
+    remembered; ``None`` if those keywords do not build it."""
+    from senet.models._builder import build, create_model
 
-    key = (name, repr(sorted(kwargs.items())))
+    key = (name, repr(sorted(kwargs.items())), repr(sorted((widths or {}).items())))
     if key not in _SHAPES:
         try:
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. "initializing zero-element tensors is a no-op"
-                model = create_model(name, **kwargs)
+                if widths:
+                    rest = dict(kwargs)
+                    model = build(registry.model_info(name), rest.pop("num_classes", None), rest, widths)
+                else:
+                    model = create_model(name, **kwargs)
         except (TypeError, ValueError):
             shapes = None
         else:
@@ -411,12 +417,29 @@ def save_weights(
     pool = getattr(getattr(model, "global_pool", None), "pool_type", None)
     if pool is not None and pool != kwargs.get("global_pool", "avg"):
         kwargs["global_pool"] = pool
-    header = metadata_for(model, kwargs, classes, mean, std, __version__, metadata)
     state = model.state_dict()
-    if {k: tuple(v.shape) for k, v in state.items()} != model_shapes(spec.name, kwargs):
-        raise WeightsError(f"the model no longer matches create_model({spec.name!r}, **{kwargs}) "
-                           "(modules replaced?); its weights could not be loaded back")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    widths = None
+    if shapes != model_shapes(spec.name, kwargs):  # a pruned network: its narrower layers go in the header
+        widths = narrowed_widths(model, spec.name, kwargs)
+        if not widths or shapes != model_shapes(spec.name, kwargs, widths):
+            raise WeightsError(f"the model no longer matches create_model({spec.name!r}, **{kwargs}) "
+                               "(modules replaced?); its weights could not be loaded back")
+    spec.widths = widths
+    header = metadata_for(model, kwargs, classes, mean, std, __version__, metadata)
     return io.write_safetensors(path, state, header, allow_nonfinite=allow_nonfinite)
+
+
+def narrowed_widths(model: nn.Module, name: str, kwargs: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """The layers of ``model`` narrower than those of ``create_model(name, **kwargs)`` (built on
+    the ``meta`` device): a pruned network's widths, as its file records them."""
+    from senet.models._builder import create_model
+    from senet.models._narrow import changed_widths, layer_widths
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = layer_widths(create_model(name, **kwargs))
+    return changed_widths(model, reference)
 
 
 class ClassNamesError(ValueError):
@@ -447,7 +470,7 @@ def metadata_for(model: nn.Module, kwargs: Mapping[str, Any], classes: Sequence[
             raise ValueError(f"give one mean and std value per input channel: the model takes {channels}, "
                              f"got {len(list(mean))}")
         data["mean"], data["std"] = list(mean), list(std)
-    return metadata.encode(model.senet_spec.name, kwargs, data, version, extra)
+    return metadata.encode(model.senet_spec.name, kwargs, data, version, extra, model.senet_spec.widths)
 
 
 def read_metadata(path: str | Path) -> WeightsMetadata:

@@ -11,6 +11,7 @@ so a damaged or foreign header is a one-line :class:`~senet.errors.WeightsError`
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -36,8 +37,14 @@ _DATA_EXPECTED = {
     "crop_pct": "a number in (0, 1]",
     "interpolation": f"one of {', '.join(INTERPOLATIONS)}",
 }
+#: The metadata key of a pruned network's layer widths (see :func:`check_widths`).
+WIDTHS_KEY = "widths"
+#: Bounds of a ``widths`` entry: the most layers it may name and the widest layer it may give.
+MAX_WIDTH_ENTRIES = 65536
+MAX_WIDTH = 1 << 20
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 #: Metadata keys of a senet-native file; ``save_weights(metadata=...)`` may not use them.
-RESERVED_METADATA = ("format", "model", "kwargs", "senet_version", DIGEST_KEY, *DATA_KEYS)
+RESERVED_METADATA = ("format", "model", "kwargs", "senet_version", WIDTHS_KEY, DIGEST_KEY, *DATA_KEYS)
 
 
 def _number(x: Any) -> bool:
@@ -56,7 +63,8 @@ class WeightsMetadata:
     ``"legacy"``). For senet files ``model`` and ``kwargs`` rebuild the network
     (``create_model(model, **kwargs)``) and ``data`` holds the pretrained-config entries the
     file records (:data:`DATA_KEYS`); for the others ``model`` is ``None`` and ``kwargs`` is the
-    layout implied by the source project.
+    layout implied by the source project. ``widths``: a pruned network's layers whose widths
+    differ from ``create_model(model, **kwargs)``'s (:func:`check_widths`), ``None`` otherwise.
     """
 
     format: str
@@ -65,6 +73,7 @@ class WeightsMetadata:
     data: dict[str, Any] = field(default_factory=dict)
     senet_version: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    widths: dict[str, tuple[int, int]] | None = None
 
     @property
     def classes(self) -> list[str] | None:
@@ -102,6 +111,28 @@ def check_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+def check_widths(value: Any, source: str) -> dict[str, tuple[int, int]]:
+    """A pruned network's layer widths: a JSON object mapping module paths (``layer1.0.conv1``)
+    to ``[in, out]`` channel counts (a batch norm's two are equal), at most
+    :data:`MAX_WIDTH_ENTRIES` layers of widths 1 to :data:`MAX_WIDTH`. Only the form is checked
+    here; that the layers exist, may be narrowed that way and fit the file's tensors is the
+    builder's check (:mod:`senet.models._narrow`)."""
+    if not isinstance(value, dict) or not value:
+        raise WeightsError(f"{source}: metadata {WIDTHS_KEY!r} must be a non-empty JSON object of layer widths")
+    if len(value) > MAX_WIDTH_ENTRIES:
+        raise WeightsError(f"{source}: metadata {WIDTHS_KEY!r} names {len(value)} layers; at most "
+                           f"{MAX_WIDTH_ENTRIES} are read")
+    out = {}
+    for path, pair in value.items():
+        if len(path) > 512 or not _MODULE_PATH.fullmatch(path):
+            raise WeightsError(f"{source}: metadata {WIDTHS_KEY!r} names {path[:80]!r}, which is not a module path")
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_int(n) and 1 <= n <= MAX_WIDTH for n in pair)):
+            raise WeightsError(f"{source}: metadata {WIDTHS_KEY!r} gives {path} {str(pair)[:80]}; expected "
+                               f"[in, out] channel counts, integers from 1 to {MAX_WIDTH}")
+        out[path] = (pair[0], pair[1])
+    return out
+
+
 def decode(meta: Mapping[str, str], source: str) -> WeightsMetadata:
     """The :class:`WeightsMetadata` of a senet-native safetensors header."""
     kwargs = _json_field(meta, "kwargs", source) if "kwargs" in meta else {}
@@ -111,6 +142,7 @@ def decode(meta: Mapping[str, str], source: str) -> WeightsMetadata:
     if model is not None and not (isinstance(model, str) and model.isidentifier()):
         raise WeightsError(f"{source}: metadata 'model' is not a model name: {model[:80]!r}")
     data = check_data({k: _json_field(meta, k, source) for k in DATA_KEYS if k in meta}, source)
+    widths = check_widths(_json_field(meta, WIDTHS_KEY, source), source) if WIDTHS_KEY in meta else None
     return WeightsMetadata(
         format="senet",
         model=model,
@@ -118,12 +150,13 @@ def decode(meta: Mapping[str, str], source: str) -> WeightsMetadata:
         data=data,
         senet_version=meta.get("senet_version"),
         extra={k: v for k, v in meta.items() if k not in RESERVED_METADATA},
+        widths=widths,
     )
 
 
 def encode(
     model: str, kwargs: Mapping[str, Any], data: Mapping[str, Any], version: str,
-    extra: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None, widths: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, str]:
     """The safetensors header of a senet-native file (the inverse of :func:`decode`)."""
     try:
@@ -131,6 +164,13 @@ def encode(
     except TypeError as e:
         raise WeightsError(f"model keywords of {model} cannot be stored as JSON: {e}") from None
     meta = {"format": "senet", "model": model, "kwargs": kwargs_json, "senet_version": version}
+    if widths:
+        plain = {path: [int(n) for n in pair] for path, pair in sorted(widths.items())}
+        try:
+            check_widths(plain, model)
+        except WeightsError as e:
+            raise ValueError(str(e)) from None
+        meta[WIDTHS_KEY] = json.dumps(plain, separators=(",", ":"))
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if v is not None}
     try:
         checked = check_data(plain, model)

@@ -4,9 +4,10 @@
 ONNX, ``torch.jit.load`` for TorchScript) on random inputs, compares with PyTorch, and renames the
 file into place only if the largest difference is within ``tolerance`` (1e-4 of the largest
 logit by default): a file that would compute something else is never left behind. The model's
-preprocessing (input size, mean, std, ``crop_pct``, interpolation, class names) and name go into
-the file (ONNX ``metadata_props``; TorchScript ``_extra_files["senet.json"]``), in the JSON
-encoding of senet's safetensors metadata.
+name, keywords and preprocessing (input size, mean, std, ``crop_pct``, interpolation, class
+names) go into the file (ONNX ``metadata_props``; TorchScript ``_extra_files["senet.json"]``):
+the header of senet's weight files (:mod:`senet.weights.metadata`), which
+:func:`senet.read_metadata` reads back.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import torch
 from torch import nn
 
 from senet.errors import SenetError
+from senet.models._pretrained import file_header
 from senet.utils.atomic import atomic_path
 from senet.utils.limits import check_input_size, check_work_size
+from senet.weights.io import EXPORT_EXTRA_FILE
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
-EXTRA_FILE = "senet.json"
 
 
 @dataclass(frozen=True)
@@ -41,22 +43,6 @@ class Exported:
     max_rel_diff: float  # max |diff| over the largest |logit|
     shapes: list[tuple[int, ...]]  # the inputs it was checked on
     metadata: dict[str, str] = field(default_factory=dict)
-
-
-def preprocessing(model: nn.Module) -> dict[str, str]:
-    """The model's name and pretrained config as string entries (JSON values), for a file's metadata."""
-    from senet import __version__
-
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    spec = getattr(model, "senet_spec", None)
-    out = {"format": "senet", "senet_version": __version__}
-    if spec is not None:
-        out["model"] = spec.name
-    for key in ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes", "classes"):
-        if cfg.get(key) is not None:
-            value = cfg[key]
-            out[key] = json.dumps(list(value) if isinstance(value, tuple) else value)
-    return out
 
 
 def _shapes(input_size: tuple[int, ...], dynamic_batch: bool, dynamic_size: bool) -> list[tuple[int, ...]]:
@@ -168,7 +154,7 @@ def _torchscript(model: nn.Module, tmp: Path, meta: dict[str, str]) -> None:
         # into memory first: torch.jit.save's own file writer aborts the process (C++ c10::Error)
         # on a full disk; Python's writes fail with an OSError that names the file
         buf = io.BytesIO()
-        torch.jit.save(scripted, buf, _extra_files={EXTRA_FILE: json.dumps(meta)})
+        torch.jit.save(scripted, buf, _extra_files={EXPORT_EXTRA_FILE: json.dumps(meta)})
     with open(tmp, "wb") as f:
         f.write(buf.getbuffer())
 
@@ -223,7 +209,7 @@ def export_model(
         check_work_size(f"--input-size {input_size[-1]}", shape, param.element_size())
     was_training = model.training
     model.eval()
-    meta = preprocessing(model)
+    meta = file_header(model)
     try:
         check_input_size(model, input_size, "--input-size")
         inputs = _inputs(shapes, param)
@@ -249,24 +235,3 @@ def export_model(
     finally:
         model.train(was_training)
     return Exported(path, format, abs_diff, rel_diff, [tuple(x.shape) for x in inputs], meta)
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The preprocessing and model name recorded in an exported file (JSON values decoded)."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        import onnx
-
-        raw = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    else:
-        files = {EXTRA_FILE: ""}
-        with _quiet():
-            torch.jit.load(str(path), _extra_files=files)
-        raw = json.loads(files[EXTRA_FILE] or "{}")
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        try:
-            out[key] = json.loads(value) if key not in ("format", "model", "senet_version") else value
-        except json.JSONDecodeError:
-            out[key] = value
-    return out

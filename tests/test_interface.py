@@ -180,7 +180,7 @@ def test_pretrained_false_and_none_build_without_weights():
 
 
 def test_torchvision_fpn_takes_the_features():
-    torchvision = pytest.importorskip("torchvision")
+    pytest.importorskip("torchvision")
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.ops import FeaturePyramidNetwork
 
@@ -195,4 +195,3 @@ def test_torchvision_fpn_takes_the_features():
     model = senet.create_model("se_resnet18")
     whole = BackboneWithFPN(model, {"layer2": "0", "layer4": "1"}, [128, 512], 16)
     assert [m.shape[-1] for m in whole(x).values()] == [8, 2, 1]
-    assert torchvision.ops.misc is not None

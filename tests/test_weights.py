@@ -1,10 +1,13 @@
 """Weights people already have: timm / Cadene checkpoints, senet-native files, safety.
 
-Equivalence tests save a randomly initialised timm model (with every BatchNorm statistic and
-affine parameter and every SE bias randomised, so that a wrong mapping or layout shows) to a
-file, load it with senet and compare logits in fp32 eval mode: at most 1e-5 apart, absolute.
-(With BN scales drawn from [0.5, 1] the random logits stay within about 0.3 to 150, and the
-largest difference seen is about 1e-6; plain ResNets match exactly.)
+Every timm / Cadene model with a senet counterpart is loaded on the meta device (keys and
+shapes: strict, no memory, no initialisation). One full-size model per layout and block kind
+goes through a file and a logit comparison: a randomly initialised timm model (with every
+BatchNorm statistic and affine parameter and every SE bias randomised, so that a wrong mapping or
+layout shows) is saved, loaded with senet and compared in fp32 eval mode: at most 1e-5 apart,
+absolute. (With BN scales drawn from [0.5, 1] the random logits stay within about 0.3 to 150, and
+the largest difference seen is about 1e-6; plain ResNets match exactly.) Depths of one family
+differ only in how many blocks the same key map renames, which the meta check covers.
 """
 
 from __future__ import annotations
@@ -62,14 +65,23 @@ TIMM_BASELINES = [
     ("resnext50_32x4d", "resnext50_32x4d"),
     ("resnext101_32x4d", "resnext101_32x4d"),
 ]
-# extra runs: safetensors files, and 99x99 inputs (stem output 50x50: ceil-mode pooling matters)
-EXTRA = [
+PAIRS = LEGACY + TIMM_SE + TIMM_BASELINES
+# (timm name, senet name, file suffix, input side) for the logit check: each layout (Cadene,
+# timm) with basic and bottleneck blocks, grouped convolutions and SENet-154's stem and
+# downsampling, the baseline without SE; both file formats; 99x99 inputs (stem output 50x50:
+# ceil-mode pooling matters)
+LOGITS = [
+    ("legacy_seresnet18", "se_resnet18", ".pth", 64),
     ("legacy_seresnet50", "se_resnet50", ".safetensors", 64),
     ("legacy_seresnet50", "se_resnet50", ".pth", 99),
-    ("seresnext50_32x4d", "se_resnext50_32x4d", ".safetensors", 99),
+    ("legacy_seresnext26_32x4d", "se_resnext26_32x4d", ".pth", 64),
     ("legacy_senet154", "senet154", ".safetensors", 99),
+    ("seresnet18", "se_resnet18", ".pth", 64),
+    ("seresnet50", "se_resnet50", ".pth", 64),
+    ("seresnext50_32x4d", "se_resnext50_32x4d", ".safetensors", 99),
+    ("senet154", "senet154", ".pth", 64),
+    ("resnet50", "resnet50", ".pth", 64),
 ]
-CASES = [(t, s, ".pth", 64) for t, s in LEGACY + TIMM_SE + TIMM_BASELINES] + EXTRA
 
 
 def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
@@ -92,9 +104,23 @@ def assert_logits_close(ref: torch.Tensor, out: torch.Tensor) -> None:
     assert err <= 1e-5, f"max |diff| {err:.3g} (logits up to {ref.abs().max().item():.3g})"
 
 
+@pytest.mark.parametrize("timm_name,senet_name", PAIRS, ids=[t for t, _ in PAIRS])
+def test_timm_keys_and_shapes_fit(timm_name, senet_name):
+    """Each timm / Cadene model's state dict loads into its senet model strictly (every key of the
+    file used, every tensor of the model filled, every shape equal) with the layout it was
+    trained with and without a warning."""
+    with torch.device("meta"):
+        ref_model = timm.create_model(timm_name)
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("error")  # the layout read from the file must not contradict anything
+        model = senet.create_model(senet_name, pretrained=ref_model.state_dict())
+    assert model.senet_weights.format == ("legacy" if timm_name.startswith("legacy_") else "timm")
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ref_model.parameters())
+
+
 @torch.no_grad()
-@pytest.mark.parametrize("timm_name,senet_name,suffix,size", CASES,
-                         ids=[f"{t}-{s}{x}-{n}" for t, s, x, n in CASES])
+@pytest.mark.parametrize("timm_name,senet_name,suffix,size", LOGITS,
+                         ids=[f"{t}-{s}{x}-{n}" for t, s, x, n in LOGITS])
 def test_timm_logits_match(tmp_path, timm_name, senet_name, suffix, size):
     ref_model, path = timm_file(timm_name, tmp_path / f"weights{suffix}")
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))

@@ -268,14 +268,10 @@ def learning_curves(plan: StudyPlan, out: Path) -> list[dict[str, Any]]:
     """Per cell and epoch: test top-1 error (%) and training loss, mean, sample std, min and max
     over the seeds whose ``metrics.csv`` has that epoch (evaluated epochs only)."""
     from senet.train import RunDir
-    from senet.train.rundir import METRICS_CSV
 
     per: dict[tuple[str, float], dict[str, list[float]]] = {}
     for run in plan.runs:
-        folder = RunDir(out / run.folder)
-        if not folder.file(METRICS_CSV).is_file():
-            continue
-        for row in folder.metrics():
+        for row in RunDir(out / run.folder).metrics():
             if "test_top1_err" not in row or "train_loss" not in row:
                 continue
             acc = per.setdefault((run.cell.id, row["epoch"]), {"err": [], "loss": []})

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.errors import SenetError
     from senet.train import evaluate
     from senet.train.data import subset
-    from senet.train.trainer import resolve_device
+    from senet.utils.device import resolve_device
 
     source = load_source(args)
     name, model, meta = source.name, source.model, source.meta

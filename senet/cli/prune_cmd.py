@@ -91,7 +91,7 @@ def _prune(args: argparse.Namespace) -> int:
     from senet.models import save_weights
     from senet.prune import check_target, prune
     from senet.prune.data import calibration, stored_transform, test_error
-    from senet.train.trainer import resolve_device
+    from senet.utils.device import resolve_device
 
     flops, ratio = _one(args.flops, "flops"), _one(args.ratio, "ratio")
     kind, value = check_target(flops, ratio)

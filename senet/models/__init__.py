@@ -19,7 +19,6 @@ from senet.models._repo import push_to_hf_hub, save_for_hf
 from senet.models.registry import (
     ModelInfo,
     ModelSpec,
-    PretrainedCfg,
     Released,
     families,
     list_aliases,
@@ -28,6 +27,7 @@ from senet.models.registry import (
     register_family,
     register_model,
 )
+from senet.preprocess import PretrainedCfg
 
 __all__ = [
     "FeatureInfo",

@@ -45,6 +45,7 @@ from senet.models._pretrained import (
     open_checkpoint,
     other_family,
 )
+from senet.preprocess import PretrainedCfg
 from senet.utils.limits import MODEL_ENV, human_bytes, max_model_bytes
 from senet.weights.metadata import WIDTHS_KEY
 
@@ -240,18 +241,6 @@ def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str
     return model
 
 
-def per_channel(values: Sequence[float], channels: int) -> tuple[float, ...]:
-    """Normalisation statistics (mean or std) for ``channels`` input channels from those of
-    another count, the way :func:`~senet.models._pretrained.adapt_input_conv` adapts RGB
-    weights: their average for one (grey) channel, repeated in turn for more."""
-    values = tuple(values)
-    if len(values) == channels or not values:
-        return values
-    if channels == 1:
-        return (sum(values) / len(values),)
-    return tuple(values[i % len(values)] for i in range(channels))
-
-
 def create_model(
     name: str | None = None,
     *,
@@ -336,10 +325,8 @@ def create_model(
         released = registry.released_weights(name)
     if released is not None:
         cfg_entries = dict(released.cfg)
-        if pretrained is True and released.dataset == "imagenet-1k":
-            from senet.data.transforms import imagenet_classes
-
-            cfg_entries["classes"] = imagenet_classes()
+        if pretrained is True and released.classes is not None:
+            cfg_entries["classes"] = released.classes
     info = registry.model_info(canonical)
     if repo is not None:  # a repo's keywords are a file's: checked as such, the error naming it
         try:
@@ -368,17 +355,14 @@ def create_model(
     return model
 
 
-def _pretrained_cfg(model: nn.Module, cfg: registry.PretrainedCfg, architecture: str,
+def _pretrained_cfg(model: nn.Module, cfg: PretrainedCfg, architecture: str,
                     released: registry.Released | None) -> dict[str, Any]:
     """``model.pretrained_cfg``: ``cfg`` fitted to the model's head and input channels, with
     timm's ``architecture`` (the name it was built under), ``tag`` and weight locations."""
     classes = cfg.classes if cfg.classes is not None and len(cfg.classes) == model.num_classes else None
-    channels = lambda size: None if size is None else (model.in_chans, *size[1:])  # noqa: E731
     # mean and std follow the input channels as the first convolution's weights do (timm's
     # transforms normalise with them: a 1-channel model needs one value each)
-    out = replace(cfg, num_classes=model.num_classes, classes=classes, input_size=channels(cfg.input_size),
-                  min_input_size=channels(cfg.min_input_size), test_input_size=channels(cfg.test_input_size),
-                  mean=per_channel(cfg.mean, model.in_chans), std=per_channel(cfg.std, model.in_chans)).to_dict()
+    out = replace(cfg.for_channels(model.in_chans), num_classes=model.num_classes, classes=classes).to_dict()
     out.update(architecture=architecture, tag=released.tag if released is not None else None)
     if released is not None:
         out.update(hf_hub_id=released.hf_hub_id, url=released.url)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from numbers import Integral
 from pathlib import Path
@@ -33,6 +33,7 @@ from torch import nn
 from senet.errors import WeightsError
 from senet.layers.se import SE_KWARGS
 from senet.models import registry
+from senet.preprocess import PretrainedCfg
 from senet.weights import io, metadata
 from senet.weights.keymap import Foreign, is_batch_counter
 from senet.weights.metadata import WeightsMetadata
@@ -314,7 +315,7 @@ def file_keywords(ckpt: Checkpoint, info: registry.ModelInfo) -> tuple[dict[str,
     return layout, classes
 
 
-_SHAPES: dict[tuple[str, str], dict[str, tuple[int, ...]] | None] = {}
+_SHAPES: dict[tuple[str, str, str], dict[str, tuple[int, ...]] | None] = {}
 
 
 def model_shapes(name: str, kwargs: Mapping[str, Any],
@@ -403,21 +404,14 @@ def save_weights(
     ``classes``, ``mean`` and ``std`` (one value per input channel) override the model's
     config; ``metadata`` adds string entries of your own.
     """
-    from senet import __version__
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: senet writes .safetensors files; use a name ending in .safetensors")
     spec = getattr(model, "senet_spec", None)
     if spec is None:
         raise WeightsError("the model has no senet_spec: build it with senet.create_model to save it")
-    kwargs = dict(spec.kwargs)
-    if hasattr(model, "num_classes"):
-        kwargs["num_classes"] = model.num_classes
-    pool = getattr(getattr(model, "global_pool", None), "pool_type", None)
-    if pool is not None and pool != kwargs.get("global_pool", "avg"):
-        kwargs["global_pool"] = pool
     state = model.state_dict()
+    kwargs = saved_keywords(model)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     widths = None
     if shapes != model_shapes(spec.name, kwargs):  # a pruned network: its narrower layers go in the header
@@ -426,7 +420,7 @@ def save_weights(
             raise WeightsError(f"the model no longer matches create_model({spec.name!r}, **{kwargs}) "
                                "(modules replaced?); its weights could not be loaded back")
     spec.widths = widths
-    header = metadata_for(model, kwargs, classes, mean, std, __version__, metadata)
+    header = file_header(model, classes=classes, mean=mean, std=std, extra=metadata)
     return io.write_safetensors(path, state, header, allow_nonfinite=allow_nonfinite)
 
 
@@ -446,40 +440,60 @@ class ClassNamesError(ValueError):
     """Class names that do not fit the model (as many names as it has outputs)."""
 
 
-def metadata_for(model: nn.Module, kwargs: Mapping[str, Any], classes: Sequence[str] | None,
-                 mean: Sequence[float] | None, std: Sequence[float] | None, version: str,
-                 extra: Mapping[str, str] | None) -> dict[str, str]:
-    """The safetensors header :func:`save_weights` writes for ``model``."""
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    data = {k: cfg.get(k) for k in metadata.DATA_KEYS}
+def saved_keywords(model: nn.Module) -> dict[str, Any]:
+    """The keywords that rebuild ``model`` (built by ``create_model``) as it is now: its
+    ``senet_spec`` with the head and pooling after any ``reset_classifier``."""
+    kwargs = dict(model.senet_spec.kwargs)
+    if hasattr(model, "num_classes"):
+        kwargs["num_classes"] = model.num_classes
+    pool = getattr(getattr(model, "global_pool", None), "pool_type", None)
+    if pool is not None and pool != kwargs.get("global_pool", "avg"):
+        kwargs["global_pool"] = pool
+    return kwargs
+
+
+def file_header(model: nn.Module, *, classes: Sequence[str] | None = None, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The senet header of ``model`` (:mod:`senet.weights.metadata`): what :func:`save_weights`
+    writes into a weight file and :func:`senet.export.export_model` into an exported one. Its
+    pretrained config is ``model.pretrained_cfg`` with ``classes``, ``mean`` and ``std`` (one
+    value per input channel) in place of its own; class names of a replaced head are dropped."""
+    from senet import __version__
+
+    spec = getattr(model, "senet_spec", None)
+    kwargs = saved_keywords(model) if spec is not None else {}
+    own = getattr(model, "pretrained_cfg", None)
+    cfg = PretrainedCfg.from_dict(own) if own else None
+    outputs = kwargs.get("num_classes", getattr(model, "num_classes", None))
     if classes is not None:
-        classes = list(classes)
+        classes = tuple(classes)
         if not all(isinstance(c, str) for c in classes):
-            raise ClassNamesError(f"classes must be a sequence of str, got {classes!r}")
-        data["classes"] = classes
-    elif data.get("classes") is not None and len(data["classes"]) != kwargs.get("num_classes"):
-        data["classes"] = None  # the head was replaced: its outputs are no longer those classes
-    n_classes = kwargs.get("num_classes")
-    if data.get("classes") is not None and n_classes is not None and len(data["classes"]) != n_classes:
-        raise ClassNamesError(f"{len(data['classes'])} class names given for a model with {n_classes} classes")
+            raise ClassNamesError(f"classes must be a sequence of str, got {list(classes)!r}")
+        if outputs is not None and len(classes) != outputs:
+            raise ClassNamesError(f"{len(classes)} class names given for a model with {outputs} classes")
+    elif cfg is not None and cfg.classes is not None and len(cfg.classes) != outputs:
+        cfg = replace(cfg, classes=None)  # the head was replaced: its outputs are no longer those classes
     channels = getattr(model, "in_chans", None)
     if (mean is None) != (std is None) or (mean is not None and len(list(mean)) != len(list(std))):
         raise ValueError("give mean and std together, with one value per input channel each")
-    if mean is not None:
-        if channels is not None and len(list(mean)) != channels:
-            raise ValueError(f"give one mean and std value per input channel: the model takes {channels}, "
-                             f"got {len(list(mean))}")
-        data["mean"], data["std"] = list(mean), list(std)
-    return metadata.encode(model.senet_spec.name, kwargs, data, version, extra, model.senet_spec.widths)
+    if mean is not None and channels is not None and len(list(mean)) != channels:
+        raise ValueError(f"give one mean and std value per input channel: the model takes {channels}, "
+                         f"got {len(list(mean))}")
+    given = {"classes": classes, "mean": mean, "std": std}
+    if any(v is not None for v in given.values()):
+        cfg = (cfg or PretrainedCfg()).updated({k: tuple(v) for k, v in given.items() if v is not None})
+    return metadata.encode(spec.name if spec is not None else None, kwargs, cfg, __version__, extra,
+                           spec.widths if spec is not None else None)
 
 
 def read_metadata(path: str | Path) -> WeightsMetadata:
-    """What a weight file says about itself; a senet file's header is read without its tensors."""
+    """What a file says about itself: a weight file (a senet file's header is read without its
+    tensors, another's is its layout) or a model senet exported (ONNX, TorchScript)."""
     path = Path(path)
-    if path.is_file() and io.is_safetensors(path):
-        meta = io.read_safetensors_metadata(path)
-        if meta.get("format") == "senet":
-            return metadata.decode(meta, str(path))
+    if path.is_file():
+        header = io.read_safetensors_metadata(path) if io.is_safetensors(path) else io.read_exported_header(path)
+        if header is not None and header.get("format") == "senet":
+            return metadata.decode(header, str(path))
     return open_checkpoint(path).metadata
 
 

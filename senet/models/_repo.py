@@ -22,6 +22,7 @@ from torch import nn
 
 from senet.errors import WeightsError, WeightsUnavailable
 from senet.models import registry
+from senet.preprocess import RECORDED
 from senet.weights import io, metadata
 
 SOURCES = ("hf-hub", "local-dir")
@@ -29,7 +30,8 @@ CONFIG = "config.json"
 #: weight files of a repo, in timm's order of preference
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
 MAX_CONFIG_BYTES = 64 << 20  # ImageNet-21k label names are ~1 MB; anything near this is not a config
-_CFG_KEYS = ("input_size", "mean", "std", "crop_pct", "interpolation", "test_input_size", "test_crop_pct")
+#: what senet takes of a repo's pretrained_cfg (class names come from its label_names)
+_CFG_KEYS = (*(k for k in RECORDED if k != "classes"), "test_input_size", "test_crop_pct")
 
 
 @dataclass(frozen=True)
@@ -137,12 +139,7 @@ def read_config(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
         labels = [labels.get(str(i), labels.get(i)) for i in range(len(labels))]
     if labels is not None:
         cfg["classes"] = labels
-    extra = {}  # checked as the entries they resemble
-    for key, like in (("test_input_size", "input_size"), ("test_crop_pct", "crop_pct")):
-        if key in cfg:
-            extra[key] = metadata.check_data({like: cfg.pop(key)}, str(path))[like]
-    cfg = {**metadata.check_data(cfg, str(path)), **extra}
-    return architecture, model_args, cfg
+    return architecture, model_args, metadata.check_data(cfg, str(path))
 
 
 def save_for_hf(model: nn.Module, save_directory: str | Path, *, model_config: Mapping[str, Any] | None = None,

@@ -26,7 +26,8 @@ from torch import nn
 from senet.layers import CheckpointSequential, SEConfig
 from senet.models._base import SenetModel, dilate, feature
 from senet.models._common import init_weights
-from senet.models.registry import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg, Released, register_family, register_model
+from senet.models.registry import Released, register_family, register_model
+from senet.preprocess import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg
 from senet.weights.keymap import Foreign, prefix_rules, rename_keys
 
 #: (output channels, stride) of the 13 depthwise-separable units, grouped by stage 1-5.

@@ -1,5 +1,5 @@
-"""Model registry: families, models, their pretrained configs and released weights, timm's names
-and pretrained tags.
+"""Model registry: families, models, their pretrained configs (:class:`~senet.preprocess.PretrainedCfg`)
+and released weights, timm's names and pretrained tags.
 
 A family module registers itself once (:func:`register_family`: its class, the SE placements its
 units allow, the readers of foreign checkpoints of its keys, the layout keywords its weights
@@ -12,53 +12,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from torch import nn
 
+from senet.preprocess import PretrainedCfg
 from senet.weights.keymap import Converter
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class PretrainedCfg:
-    """How a model's inputs are prepared and what its outputs mean (timm's ``pretrained_cfg``).
-
-    ``crop_pct``: evaluation resizes the short side to ``input side / crop_pct`` and centre-crops
-    ``input_size`` (0.875: 256 -> 224). ``test_input_size`` / ``test_crop_pct``: what the weights
-    evaluate better with (timm's). ``min_input_size``: ``(C, H, W)``, the smallest input the network
-    accepts (``None``: any). ``model.pretrained_cfg`` is :meth:`to_dict`, with the keys and value
-    shapes of timm's (``architecture`` and ``tag`` are set by the builder), so timm's
-    ``resolve_data_config`` and ``save_for_hf`` read it.
-    """
-
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
-    num_classes: int = 1000
-    classes: tuple[str, ...] | None = None
-    min_input_size: tuple[int, int, int] | None = None
-    test_input_size: tuple[int, int, int] | None = None
-    test_crop_pct: float | None = None
-    first_conv: str = "stem.conv1"
-    classifier: str = "fc"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(crop_mode="center", fixed_input_size=False)
-        return out
-
-    def updated(self, entries: Mapping[str, Any]) -> "PretrainedCfg":
-        """This config with ``entries`` (e.g. a file's pretrained-config metadata) applied."""
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in entries.items() if k in self.__dataclass_fields__}
-        return replace(self, **known)
 
 
 @dataclass(frozen=True)
@@ -92,6 +54,19 @@ class Released:
     @property
     def tag(self) -> str:
         return self.timm_name.split(".", 1)[1]
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """The names of these weights' outputs (``None``: a dataset senet has no names for)."""
+        return imagenet_classes() if self.dataset == "imagenet-1k" else None
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1,000 ILSVRC-2012 class names, in the order of the released models' outputs (the
+    first WordNet lemma of each synset)."""
+    text = resources.files("senet.models").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    return tuple(line.split("\t", 1)[1].split(",")[0].strip() for line in text.splitlines() if "\t" in line)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from torch import nn
 from senet.layers import PLACEMENTS, CheckpointSequential, ResidualUnit, SEConfig, drop_path_rates, make_block_se
 from senet.models._base import SenetModel, feature
 from senet.models._common import init_weights
-from senet.models.registry import PretrainedCfg, register_family, register_model
+from senet.models.registry import register_family, register_model
+from senet.preprocess import PretrainedCfg
 
 #: Output channels of the three stages for each group count (ShuffleNet paper, Table 1; 1x).
 STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {

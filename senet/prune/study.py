@@ -316,6 +316,7 @@ def run_prune_study(
     """Prune and fine-tune every cell x seed of ``plan`` not yet done under ``out``, then
     measure each target's speed-up; returns the outcomes (plan order) and the speed-ups."""
     from senet.analysis.ablate_run import check_out, run_state, train_run, write_study
+    from senet.train.rundir import FRESH
     from senet.utils.atomic import write_text
 
     out = Path(out)
@@ -330,7 +331,7 @@ def run_prune_study(
         head = f"[{i}/{n}] {r.cell.label} seed {r.seed}"
         folder = out / r.folder
         if record is None or not (folder / PRUNED).is_file():
-            if state != "new":
+            if state != FRESH:
                 raise SenetError(f"{folder / FINETUNE} exists but its pruned network or {RECORD} does not; "
                                  "delete the folder to run it again")
             record = prune_one(plan, r, folder, inputs)

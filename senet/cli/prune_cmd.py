@@ -27,7 +27,7 @@ def _names(text: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from senet.prune.criteria import CRITERIA
+    from senet.pruning.criteria import CRITERIA
 
     add_model_arguments(p, bare_model=True)
     target = p.add_mutually_exclusive_group()
@@ -89,8 +89,8 @@ def _prune(args: argparse.Namespace) -> int:
     from senet.cli.model_source import load_source
     from senet.data import load_split
     from senet.models import save_weights
-    from senet.prune import check_target, prune
-    from senet.prune.data import calibration, stored_transform, test_error
+    from senet.pruning import check_target, prune
+    from senet.pruning.data import calibration, stored_transform, test_error
     from senet.utils.device import resolve_device
 
     flops, ratio = _one(args.flops, "flops"), _one(args.ratio, "ratio")
@@ -136,7 +136,7 @@ def _prune(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace, pruned: object) -> None:
     from senet.cli.train_cmd import init_values
     from senet.train import RunDir, Trainer, resolve
-    from senet.prune.study import FINETUNE_RECIPE
+    from senet.pruning.study import FINETUNE_RECIPE
 
     values = {"model": init_values(str(pruned)), "run": {"device": args.device}}
     if args.data is not None:
@@ -161,8 +161,8 @@ def _study(args: argparse.Namespace) -> int:
 
     from senet.analysis.ablate import safe_name
     from senet.errors import SenetError
-    from senet.prune.report import PLOT_PNG, RESULTS_CSV, RESULTS_JSON, TABLE_MD, write_report
-    from senet.prune.study import plan_prune_study, run_prune_study
+    from senet.pruning.report import PLOT_PNG, RESULTS_CSV, RESULTS_JSON, TABLE_MD, write_report
+    from senet.pruning.study import plan_prune_study, run_prune_study
 
     if args.ratio is not None:
         raise ValueError("--study compares criteria at FLOPs targets: give --flops (e.g. 0.7,0.5), not --ratio")

@@ -48,6 +48,8 @@ def shortcuts(args: argparse.Namespace) -> dict:
 
 def init_values(path: str) -> dict:
     """``model.init`` and, when the file names its model, ``model.name``."""
+    from pathlib import Path
+
     from senet.errors import SenetError
     from senet.models import read_metadata
 

@@ -1,6 +1,6 @@
 """Layer widths of a network, and narrowing a freshly built model to a pruned network's widths.
 
-A pruned network (:mod:`senet.prune`) is its model as :func:`~senet.models.create_model` builds
+A pruned network (:mod:`senet.pruning`) is its model as :func:`~senet.models.create_model` builds
 it with some layers narrower. Its weight file records only those layers' widths (metadata
 ``widths``: module path -> ``[in, out]`` channels); the builder builds the model, then
 :func:`narrow` gives those layers their widths (before the file's tensors are loaded), so that

@@ -1,7 +1,7 @@
 """Interleaved A/B timing of callables in one process.
 
 The benchmarks (``benchmarks/``, which import it as ``timing``) and ``senet prune``'s speed-up
-measurement (:mod:`senet.prune.speed`) compare two (or more) ways of doing the same work, e.g.
+measurement (:mod:`senet.pruning.speed`) compare two (or more) ways of doing the same work, e.g.
 a model with SE blocks against the same model without them. Timing them one after the other is
 unreliable on shared or throttling machines: the clock speed, the other tenants and the
 allocator's state drift over seconds. :func:`compare` therefore runs the callables in

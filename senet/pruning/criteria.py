@@ -1,6 +1,6 @@
 """How important each unit of a pruning group is: the criteria ``senet prune`` compares.
 
-Each criterion scores every unit of a prunable group (:mod:`senet.prune.groups`); a group loses
+Each criterion scores every unit of a prunable group (:mod:`senet.pruning.groups`); a group loses
 its lowest-scored units. Only the order within a group matters (how many units each group loses
 is fixed by the target, the same for every criterion), so scores of different groups need not
 be on one scale.
@@ -32,7 +32,7 @@ from torch import nn
 
 from senet.errors import SenetError
 from senet.layers.se import SqueezeExcite
-from senet.prune.groups import Element, GroupedModel
+from senet.pruning.groups import Element, GroupedModel
 
 CRITERIA = ("se", "l1", "bn", "random")
 Scores = dict[int, list[float]]  # group id -> score of each unit

@@ -1,4 +1,4 @@
-"""The pruning study's results (:mod:`senet.prune.study`): one Markdown table (``table.md``),
+"""The pruning study's results (:mod:`senet.pruning.study`): one Markdown table (``table.md``),
 ``results.csv`` / ``results.json`` and ``plot.png`` (test error against FLOPs, one line per
 criterion, before and after fine-tuning).
 
@@ -21,11 +21,10 @@ from typing import Any
 
 from senet.analysis.ablate_report import mean_std
 from senet.analysis.paired import PairedDifference, paired_difference
-from senet.prune.study import PruneCell, PruneOutcome, PruneStudyPlan
+from senet.pruning.study import PruneCell, PruneOutcome, PruneStudyPlan
 from senet.utils.text import csv_text
 
 RESULTS_CSV, RESULTS_JSON, TABLE_MD, PLOT_PNG = "results.csv", "results.json", "table.md", "plot.png"
-SPEED_KEYS = ("eager_b1", "eager_b64", "onnx_b1", "onnx_b64")
 
 
 @dataclass
@@ -92,6 +91,7 @@ def markdown_table(plan: PruneStudyPlan, results: Sequence[PruneCellResult], bas
     subset = f", {f.data.train_subset} training images" if f.data.train_subset else ""
     steps = f", at most {f.run.max_steps} steps" if f.run.max_steps else ""
     batches = "/".join(str(b) for b in plan.speed_batches)
+    engines = "eager PyTorch and onnxruntime" if plan.onnx else "eager PyTorch"
     lines = [f"### {plan.title}: `{plan.model}` on {plan.dataset}", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
@@ -102,18 +102,19 @@ def markdown_table(plan: PruneStudyPlan, results: Sequence[PruneCellResult], bas
         f"{steps}), seeds {', '.join(map(str, plan.seeds))}. Test top-1 error in % as mean ± sample std over "
         "seeds. Δ: `se` minus the other criterion after fine-tuning, paired by seed, mean [95% t interval] in "
         "points (negative: `se` better; an interval holding 0 resolves no difference). Speed-up: unpruned time / "
-        f"pruned time, CPU inference at batch {batches}, eager PyTorch and onnxruntime, median of "
-        f"{plan.speed_rounds} interleaved rounds (95% interval).",
+        f"pruned time, CPU inference at batch {batches}, {engines}, median of "
+        f"{plan.speed_rounds} interleaved rounds (distribution-free interval of the median, 95% from 6 rounds on; "
+        "the same pruned widths, hence one measurement, for every criterion of a target).",
         "",
         "| target | criterion | params | MFLOPs (kept) | err before FT % | err after FT % | "
         + "".join(f"Δ vs {o} |" for o in others)
-        + "".join(f" speed-up {k.replace('_b', ' b')} |" for k in _speed_keys(plan)),
-        "|---|---|---|---|---|---|" + "---|" * len(others) + "---|" * len(_speed_keys(plan)),
+        + "".join(f" speed-up {k.replace('_b', ' b')} |" for k in plan.speed_keys),
+        "|---|---|---|---|---|---|" + "---|" * len(others) + "---|" * len(plan.speed_keys),
     ]
     if base:
         lines.append(f"| 100% | unpruned | {base['params']:,} | {base['flops'] / 1e6:.2f} (1.000) | "
                      f"{100 * base['test_top1_err']:.2f} | - |" + " - |" * len(others)
-                     + " 1 |" * len(_speed_keys(plan)))
+                     + " 1 |" * len(plan.speed_keys))
     for r in results:
         kept = f" ({r.flops_kept:.3f})" if r.flops_kept is not None else ""
         row = (f"| {100 * r.cell.target:g}% | {r.cell.criterion} | {r.params:,} | {r.flops / 1e6:.2f}{kept} | "
@@ -123,16 +124,11 @@ def markdown_table(plan: PruneStudyPlan, results: Sequence[PruneCellResult], bas
             d = diffs.get((r.cell.target, o)) if r.cell.criterion == "se" else None
             row += f" {d.text() if d else '-'} |"
         speed = speeds.get(r.cell.target)
-        row += "".join(f" {_speed(speed, k)} |" for k in _speed_keys(plan))
+        row += "".join(f" {_speed(speed, k)} |" for k in plan.speed_keys)
         if r.diverged:
             row += f" diverged: seed(s) {', '.join(map(str, r.diverged))}"
         lines.append(row)
     return "\n".join(lines) + "\n"
-
-
-def _speed_keys(plan: PruneStudyPlan) -> list[str]:
-    engines = ["eager", "onnx"] if plan.onnx else ["eager"]
-    return [f"{e}_b{b}" for e in engines for b in plan.speed_batches]
 
 
 def result_rows(plan: PruneStudyPlan, results: Sequence[PruneCellResult],
@@ -158,7 +154,7 @@ def result_rows(plan: PruneStudyPlan, results: Sequence[PruneCellResult],
                 row[f"se_minus_{o}_{when}_ci_low"] = d.ci_low if d else None
                 row[f"se_minus_{o}_{when}_ci_high"] = d.ci_high if d else None
         speed = speeds.get(r.cell.target) or {}
-        for k in _speed_keys(plan):
+        for k in plan.speed_keys:
             s = speed.get(k) or {}
             row[f"speedup_{k}"] = s.get("speedup")
             row[f"speedup_{k}_ci_low"] = s.get("ci_low")
@@ -213,7 +209,7 @@ def write_report(plan: PruneStudyPlan, outcomes: Sequence[PruneOutcome], speeds:
                  out: str | Path, *, command: str | None = None) -> str:
     """Write ``table.md``, ``results.csv``, ``results.json`` and ``plot.png`` into ``out``;
     returns the table."""
-    from senet.prune.study import BASE
+    from senet.pruning.study import BASE
     from senet.utils.atomic import write_text
     from senet.utils.text import read_json
 

@@ -1,16 +1,17 @@
 """Structured pruning of a senet model to a FLOPs or channel target: :func:`prune`.
 
-1. The pruning groups (:mod:`senet.prune.groups`, torch-pruning's dependency graph).
+1. The pruning groups (:mod:`senet.pruning.groups`, torch-pruning's dependency graph).
 2. How many units each group loses, from the target alone (never from the criterion, so that
    every criterion prunes the same layers to the same widths): ``ratio=r`` keeps
    ``round(r * n)`` (at least one) of the ``n`` units of every group; ``flops=f`` searches the
    uniform kept fraction whose network has the FLOPs closest above ``f`` times the model's
    (bisection), then removes single units, each from the group that keeps the largest
    fraction, until the FLOPs are at or below the target, and takes whichever of the last two
-   networks is closer. FLOPs are senet's count (:func:`senet.complexity`, 1 multiply-add = 1
+   networks is closer (still more than 2% off: a local search moves a unit into or out of a
+   group, or between two groups). FLOPs are senet's count (:func:`senet.complexity`, 1 multiply-add = 1
    FLOP) of the candidate network built on the ``meta`` device, and must end within 2% of the
    target.
-3. Which units: the lowest-scored of each group (:mod:`senet.prune.criteria`).
+3. Which units: the lowest-scored of each group (:mod:`senet.pruning.criteria`).
 4. The units go (torch-pruning removes the channels of every coupled layer); the layers' widths
    are checked against the plan, and the pruned network's logits against those of the
    unpruned one with the pruned channels' activations set to zero (:func:`zeroed`): the two
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -33,8 +35,8 @@ from torch import nn
 from senet.complexity import complexity
 from senet.errors import SenetError
 from senet.models._narrow import Widths, layer_widths, narrow, refresh
-from senet.prune.criteria import check_criterion, mean_excitations, score_units
-from senet.prune.groups import Element, GroupedModel, group_model, torch_pruning
+from senet.pruning.criteria import check_criterion, mean_excitations, score_units
+from senet.pruning.groups import Element, GroupedModel, PruningGroup, group_model, torch_pruning
 
 #: how far the pruned network's FLOPs may be from a ``flops`` target (relative)
 FLOPS_TOLERANCE = 0.02
@@ -167,6 +169,35 @@ def counts_for_flops(grouped: GroupedModel, flops_of: Callable[[dict[int, int]],
         previous, counts = counts, {**counts, pick.id: counts[pick.id] + 1}
     if abs(flops_of(previous) - target) < abs(flops_of(counts) - target):
         counts = previous
+    return _refine(groups, counts, flops_of, target)
+
+
+def _refine(groups: list[PruningGroup], counts: dict[int, int], flops_of: Callable[[dict[int, int]], int],
+            target: int) -> dict[int, int]:
+    """Local search from ``counts`` towards the target FLOPs, while it lies more than
+    :data:`FLOPS_TOLERANCE` away: one unit more or fewer in one group, then (finer steps, where
+    one unit of a wide group moves the FLOPs a lot) one more in a group and one fewer in another."""
+    def off(c: dict[int, int]) -> float:
+        return abs(flops_of(c) - target)
+
+    def moves(c: dict[int, int], pairs: bool) -> Iterator[dict[int, int]]:
+        steps = [(g.id, d) for g in groups for d in (1, -1) if 0 <= c[g.id] + d <= g.size - 1]
+        for g, d in steps:
+            yield {**c, g: c[g] + d}
+        if pairs:
+            for (g, d), (h, e) in itertools.combinations(steps, 2):
+                if g != h and d != e:
+                    yield {**c, g: c[g] + d, h: c[h] + e}
+
+    for _ in range(4 * len(groups)):  # each move lowers the distance: bounded anyway
+        if off(counts) <= FLOPS_TOLERANCE * target:
+            break
+        best = min(moves(counts, pairs=False), key=off, default=counts)
+        if off(best) >= off(counts):
+            best = min(moves(counts, pairs=True), key=off, default=counts)
+            if off(best) >= off(counts):
+                break
+        counts = best
     return counts
 
 
@@ -254,7 +285,7 @@ def prune(
 ) -> PruneResult:
     """Prune ``model`` (a senet model, changed in place) to keep ``flops`` of its FLOPs or
     ``ratio`` of the channels of every prunable group, removing the units ``criterion`` ranks
-    lowest (``se``, ``l1``, ``bn``, ``random``; see :mod:`senet.prune.criteria`).
+    lowest (``se``, ``l1``, ``bn``, ``random``; see :mod:`senet.pruning.criteria`).
 
     Args:
         calibration: for ``se``: model inputs (a float tensor ``[N, C, H, W]``, or batches of
@@ -272,6 +303,9 @@ def prune(
     """
     kind, value = check_target(flops, ratio)
     check_criterion(criterion)
+    if criterion == "se" and calibration is None:
+        raise ValueError("criterion 'se' ranks channels by their excitations: give calibration images "
+                         "(training images, e.g. a few hundred)")
     check_prunable(model)
     torch_pruning()
     spec = model.senet_spec
@@ -304,6 +338,9 @@ def prune(
         if reference is not None:
             diff = _compare(reference, model, grouped, removed, size)
         after = complexity(model, size)
+        if kind == "flops" and abs(after.flops - value * before.flops) > FLOPS_TOLERANCE * value * before.flops:
+            raise SenetError(f"pruning to {value:g} of the FLOPs gave {after.flops / before.flops:.3f}, more than "
+                             f"{100 * FLOPS_TOLERANCE:g}% off (the groups are too coarse for this target)")
     finally:
         for m, training in modes.items():
             m.training = training

@@ -12,8 +12,8 @@ and output channel are one).
 
 A **pruning group** gathers the units that touch the same layers in the same way (equal
 *signature*): removing any ``k`` of its units narrows the same layers by the same amounts, so a
-pruning target fixes only how many units each group loses (:mod:`senet.prune.core`), and a
-criterion only chooses which (:mod:`senet.prune.criteria`): every criterion prunes the same
+pruning target fixes only how many units each group loses (:mod:`senet.pruning.core`), and a
+criterion only chooses which (:mod:`senet.pruning.criteria`): every criterion prunes the same
 layers to the same widths.
 
 The CIFAR ResNets' zero-padding shortcut (option A) passes its input channels through as the

@@ -8,6 +8,6 @@ ordinary senet model: ``senet.save_weights`` writes it, ``senet.create_model(pre
 rebuilds it from the file alone. Needs torch-pruning (``pip install 'senet[prune]'``).
 """
 
-from senet.prune.core import FLOPS_TOLERANCE, UNSUPPORTED, PruneResult, check_target, prune, zeroed  # noqa: F401
-from senet.prune.criteria import CRITERIA, mean_excitations, score_units  # noqa: F401
-from senet.prune.groups import GroupedModel, PruningGroup, Unit, group_model  # noqa: F401
+from senet.pruning.core import FLOPS_TOLERANCE, UNSUPPORTED, PruneResult, check_target, prune, zeroed  # noqa: F401
+from senet.pruning.criteria import CRITERIA, mean_excitations, score_units  # noqa: F401
+from senet.pruning.groups import GroupedModel, PruningGroup, Unit, group_model  # noqa: F401

@@ -4,18 +4,18 @@ criterion, every pruned network fine-tuned with the same recipe and seeds, then 
 
 Cells are ``target x criterion``; each runs once per seed ``k`` in ``<out>/<cell>/seed<k>/``:
 
-* ``pruned.safetensors``: the base model pruned (:func:`senet.prune.prune`; the ``se``
+* ``pruned.safetensors``: the base model pruned (:func:`senet.pruning.prune`; the ``se``
   criterion's calibration images are drawn from the training split with seed ``k``, the
   ``random`` criterion's order too), and ``prune.json``: what pruning did and the pruned
   network's test error before fine-tuning;
 * ``finetune/``: an ordinary run of the fine-tuning recipe started from the pruned file
   (``model.init``), with seed ``k``: the same data order and augmentation for every criterion.
 
-Every criterion prunes a target's layers to the same widths (:mod:`senet.prune.core`), so each
+Every criterion prunes a target's layers to the same widths (:mod:`senet.pruning.core`), so each
 target's speed-up is measured once (``speed-flopsNN.json``: the unpruned against the pruned
-network, eager PyTorch and ONNX, batch 1 and 64, interleaved rounds, :mod:`senet.prune.speed`).
+network, eager PyTorch and ONNX, batch 1 and 64, interleaved rounds, :mod:`senet.pruning.speed`).
 As ``senet ablate``, the study is resumable: what is finished is reused, an interrupted
-fine-tune resumed, a folder holding something else refused. The report (:mod:`senet.prune.report`)
+fine-tune resumed, a folder holding something else refused. The report (:mod:`senet.pruning.report`)
 pairs the seeds: ``se`` minus ``l1`` and minus ``random``, with 95% t intervals.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from senet.errors import ConfigError, SenetError
-from senet.prune.criteria import check_criterion
+from senet.pruning.criteria import check_criterion
 
 STUDY = "prune"
 TARGETS = (0.7, 0.5)
@@ -95,6 +95,12 @@ class PruneStudyPlan:
     study: str = STUDY
 
     @property
+    def speed_keys(self) -> list[str]:
+        """The speed-up measurements of each target: ``eager_b1``, ``onnx_b64`` ..."""
+        engines = ["eager", "onnx"] if self.onnx else ["eager"]
+        return [f"{e}_b{b}" for e in engines for b in self.speed_batches]
+
+    @property
     def cells(self) -> list[PruneCell]:
         return [PruneCell(t, c) for t in self.targets for c in self.criteria]
 
@@ -139,7 +145,7 @@ def plan_prune_study(
     ``recipe`` (default ``finetune``) resolved with ``overrides`` and ``epochs`` as ``senet
     train`` resolves them; the data are the base run's unless given."""
     from senet.models import read_metadata
-    from senet.prune.core import check_target
+    from senet.pruning.core import check_target
     from senet.train import RunDir, resolve
     from senet.train.config import config_from_dict, merge
     from senet.train.rundir import WEIGHTS
@@ -251,8 +257,8 @@ class _Inputs:
 def prune_one(plan: PruneStudyPlan, run: PruneRun, folder: Path, inputs: _Inputs) -> dict[str, Any]:
     """Prune the base model for ``run`` into ``folder``; returns (and writes) its record."""
     from senet.models import save_weights
-    from senet.prune.core import prune
-    from senet.prune.data import calibration, stored_transform, test_error
+    from senet.pruning.core import prune
+    from senet.pruning.data import calibration, stored_transform, test_error
     from senet.utils.atomic import write_text
 
     t0 = time.perf_counter()
@@ -285,7 +291,7 @@ BASE = "base.json"
 def base_record(plan: PruneStudyPlan, out: Path, inputs: _Inputs | None = None) -> dict[str, Any]:
     """The unpruned model's params, FLOPs and test error (``base.json``, measured once)."""
     from senet.complexity import complexity
-    from senet.prune.data import test_error
+    from senet.pruning.data import test_error
     from senet.utils.atomic import write_text
     from senet.utils.text import read_json
 
@@ -347,13 +353,15 @@ def run_prune_study(
         if path.is_file():
             from senet.utils.text import read_json
 
-            speeds[target] = read_json(path, dict, what="a speed-up measurement")
-            continue
+            speed = read_json(path, dict, what="a speed-up measurement")
+            if all(k in speed for k in plan.speed_keys):  # else measured again with what the plan asks now
+                speeds[target] = speed
+                continue
         done = next((o for o in outcomes if o.run.cell.target == target), None)
         if done is None:
             continue
         from senet.models import create_model
-        from senet.prune.speed import measure_speedup
+        from senet.pruning.speed import measure_speedup
 
         log(f"speed-up at {100 * target:g}% FLOPs ({plan.speed_rounds} interleaved rounds)")
         pruned = create_model(pretrained=out / done.run.folder / PRUNED)

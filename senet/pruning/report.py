@@ -107,7 +107,7 @@ def markdown_table(plan: PruneStudyPlan, results: Sequence[PruneCellResult], bas
         "the same pruned widths, hence one measurement, for every criterion of a target).",
         "",
         "| target | criterion | params | MFLOPs (kept) | err before FT % | err after FT % | "
-        + "".join(f"Δ vs {o} |" for o in others)
+        + "".join(f" Δ vs {o} |" for o in others)
         + "".join(f" speed-up {k.replace('_b', ' b')} |" for k in plan.speed_keys),
         "|---|---|---|---|---|---|" + "---|" * len(others) + "---|" * len(plan.speed_keys),
     ]

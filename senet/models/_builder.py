@@ -6,6 +6,11 @@ the model's family takes (:func:`check_keywords`: the one range check of every n
 the caller's or a weight file's) and the size of what it would build (``$SENET_MAX_MODEL_BYTES``),
 builds the network, applies pretrained weights (a file, a state dict or the released ones),
 sets ``pretrained_cfg`` and, with ``features_only``, returns the stage outputs instead of logits.
+
+What to build from a weight file lives here too: the model a file names or fits
+(:func:`infer_model`), the keywords it implies (:func:`file_keywords`) and the shapes a model
+would have (:func:`model_shapes`), for ``create_model`` and :func:`load_weights`. The tensors
+themselves are read and loaded by :mod:`senet.models._pretrained`.
 """
 
 from __future__ import annotations
@@ -33,15 +38,15 @@ from senet.models._features import FeatureNet
 from senet.models._narrow import WidthsError, narrow
 from senet.models._pretrained import (
     Checkpoint,
+    LoadResult,
+    PathOrState,
+    _load_into,
+    _upgraded,
     _warn_layout,
     choose_reading,
+    classes_of,
     compare,
-    file_keywords,
-    infer_model,
     load_pretrained,
-    load_weights,
-    model_shapes,
-    not_built,
     open_checkpoint,
     other_family,
 )
@@ -54,7 +59,7 @@ Pretrained = bool | str | Path | Mapping[str, Any] | Checkpoint | None
 
 def model_keywords(info: registry.ModelInfo) -> list[str]:
     """The keywords ``create_model(info.name, ...)`` accepts besides the builder's own."""
-    params = inspect.signature(info.spec.cls.__init__).parameters
+    params = inspect.signature(info.family_info.cls.__init__).parameters
     own = [p for p, v in params.items() if p not in ("self", "se") and v.kind is v.KEYWORD_ONLY]
     return sorted(own + (list(SE_KWARGS) if info.has_se else []))
 
@@ -70,7 +75,7 @@ def _se_config(info: registry.ModelInfo, kwargs: dict[str, Any]) -> SEConfig | N
                              "use its se_ variant")
         return None
     se = SEConfig.from_kwargs(se_kwargs)
-    allowed = info.spec.placements
+    allowed = info.family_info.placements
     if se.placement not in allowed:
         raise ValueError(f"placement {se.placement!r} is not available in the {info.family} family; "
                          f"allowed: {', '.join(map(repr, allowed))}")
@@ -126,7 +131,7 @@ def check_keywords(info: registry.ModelInfo, kwargs: Mapping[str, Any]) -> None:
     its annotations) is a number of the right kind in its range: integers >= 1
     (``num_classes``, stage numbers >= 0), rates in [0, 1), other numbers finite and > 0. A ``ValueError`` names the
     keyword and the range. The one check of every keyword, the caller's or a weight file's."""
-    kinds = _numeric_keywords(info.spec.cls, info.has_se)
+    kinds = _numeric_keywords(info.family_info.cls, info.has_se)
     for key, value in kwargs.items():
         if key not in kinds or (value is None and kinds[key][2]):
             continue
@@ -164,7 +169,7 @@ class _SizeGuard(TorchFunctionMode):
     """Adds up the bytes of every tensor a model's constructor creates and stops it before the
     allocation that would take the total past ``limit`` or create an empty layer (keywords whose
     widths round down to 0 channels), and on the meta device (shapes only:
-    :func:`~senet.models._pretrained.model_shapes`, ``infer_model``) skips the initialisers,
+    :func:`model_shapes`, :func:`infer_model`) skips the initialisers,
     which would only fill values that do not exist there (half the time of such a build)."""
 
     def __init__(self, limit: int) -> None:
@@ -223,7 +228,7 @@ def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str
     except TypeError as e:  # e.g. a keyword the model function sets itself
         raise ValueError(f"{info.name}: {e}") from None
     except (_TooLarge, _Empty) as e:
-        numeric = _numeric_keywords(info.spec.cls, info.has_se)
+        numeric = _numeric_keywords(info.family_info.cls, info.has_se)
         given = {**({"num_classes": num_classes} if num_classes != info.cfg.num_classes else {}), **kwargs, **se_kwargs}
         named = ", ".join(f"{k}={v!r}" for k, v in given.items() if k in numeric and v is not None)
         what = f"{info.name} with {named}" if named else info.name
@@ -395,7 +400,7 @@ def _build_for(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | No
                 return None
             return model_shapes(info.name, {"num_classes": classes, **layout, **kwargs})
 
-        ckpt = choose_reading(ckpt, info.spec, shapes_of, first_conv=info.cfg.first_conv)
+        ckpt = choose_reading(ckpt, info.family_info, shapes_of, first_conv=info.cfg.first_conv)
         own = shapes_of(ckpt) if ckpt.family is None else None
         if own is not None:  # another family's weights: said before building a model they cannot go into
             other = other_family(ckpt, compare(ckpt.state, own, first_conv=info.cfg.first_conv), info.name, info.family)
@@ -417,3 +422,132 @@ def _build_for(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | No
         raise
     load_pretrained(model, ckpt, info, file_classes)
     return model
+
+
+def not_built(source: str, what: str, name: str, error: Exception) -> WeightsError:
+    """The error for keywords a file gave (``what``: its metadata, a repo's model_args) that do
+    not build model ``name``, naming the file."""
+    return WeightsError(f"{source}: {what} does not build {name}: {str(error).removeprefix(name + ': ')}")
+
+
+def file_keywords(ckpt: Checkpoint, info: registry.ModelInfo) -> tuple[dict[str, Any], int]:
+    """The keywords ``info``'s model needs to compute what the reading's source computed (a senet
+    header's, or the layout a converter implies), and the file's number of classes.
+
+    They are checked as ``create_model`` checks its own (every integer in its range, the
+    classifier and input channels those of the file's tensors) before anything is built: a
+    header that does not fit is a ``WeightsError`` naming the file."""
+    layout = ckpt.layout
+    if not info.has_se:  # SE keywords are an error on a model without SE; its keys will be reported
+        layout = {k: v for k, v in layout.items() if k not in SE_KWARGS}
+    unknown = sorted(set(layout) - set(model_keywords(info)))
+    if unknown:
+        raise WeightsError(f"{ckpt.source}: its metadata holds model keyword(s) {', '.join(map(repr, unknown))} "
+                           f"that {info.name} does not take in this senet version (it takes: "
+                           f"{', '.join(model_keywords(info))})")
+    classes = classes_of(ckpt, info.cfg.classifier)
+    try:
+        check_keywords(info, {"num_classes": classes, **layout})
+    except ValueError as e:
+        raise not_built(ckpt.source, "its metadata", info.name, e) from None
+    conv = ckpt.state.get(f"{info.cfg.first_conv}.weight")
+    if "in_chans" in layout and conv is not None and conv.ndim == 4 and conv.shape[1] != layout["in_chans"]:
+        raise WeightsError(f"{ckpt.source}: its metadata says in_chans={layout['in_chans']!r}, but its first "
+                           f"convolution '{info.cfg.first_conv}.weight' takes {conv.shape[1]} channels")
+    return layout, classes
+
+
+_SHAPES: dict[tuple[str, str, str], dict[str, tuple[int, ...]] | None] = {}
+
+
+def model_shapes(name: str, kwargs: Mapping[str, Any],
+                 widths: Mapping[str, tuple[int, int]] | None = None) -> dict[str, tuple[int, ...]] | None:
+    """The state-dict shapes of ``create_model(name, **kwargs)`` (narrowed to a pruned
+    network's ``widths``), built on the ``meta`` device (no memory, no initialisation) and
+    remembered; ``None`` if those keywords do not build it."""
+    key = (name, repr(sorted(kwargs.items())), repr(sorted((widths or {}).items())))
+    if key not in _SHAPES:
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "initializing zero-element tensors is a no-op"
+                if widths:
+                    rest = dict(kwargs)
+                    model = build(registry.model_info(name), rest.pop("num_classes", None), rest, widths)
+                else:
+                    model = create_model(name, **kwargs)
+        except (TypeError, ValueError):
+            shapes = None
+        else:
+            shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if len(_SHAPES) >= 256:
+            _SHAPES.clear()
+        _SHAPES[key] = shapes
+    return _SHAPES[key]
+
+
+def load_weights(model: nn.Module, path_or_state_dict: PathOrState, *, strict: bool = True) -> LoadResult:
+    """Load a senet, timm or Cadene/timm-legacy checkpoint into an existing senet model.
+
+    Tensors whose names and shapes fit the model load as they are; only a file that does not
+    fit is read as a timm / Cadene layout of the model's family. Warns if the model's layout
+    (stride position, stem pooling, branch ReLU) differs from the one the weights were trained
+    with: they would load, but compute something else. With ``strict=False`` missing and
+    unexpected keys are returned instead of raised; mis-shaped keys are always an error.
+    """
+    ckpt = open_checkpoint(path_or_state_dict)
+    spec = getattr(model, "senet_spec", None)
+    info = registry.model_info(spec.name) if spec is not None else None
+    family = info.family_info if info is not None else None
+    first_conv = info.cfg.first_conv if info is not None else None
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    ckpt = choose_reading(ckpt, family, lambda _: own, first_conv=first_conv)
+    if info is not None and ckpt.metadata.format == "senet":
+        file_keywords(ckpt, info)  # a header that contradicts its own tensors is refused here too
+    if family is None and ckpt.family is not None:
+        family = registry.families()[ckpt.family]
+    if family is not None and family.layout_of is not None and isinstance(model, family.cls):
+        _warn_layout(ckpt.layout, family.layout_of(model), ckpt.source, "the model's", stacklevel=3)
+    return _load_into(model, ckpt, strict=strict, family=family, first_conv=first_conv)
+
+
+def _fits_exactly(reading: Checkpoint, info: registry.ModelInfo) -> bool:
+    """Whether ``info``'s model, built with the reading's keywords, has exactly its keys and shapes."""
+    state = _upgraded(reading, info.family_info)
+    # cheap necessary conditions first: the model's first convolution, SE blocks if it has them
+    if f"{info.cfg.first_conv}.weight" not in state or info.has_se != any(".se." in k for k in state):
+        return False
+    try:
+        layout, classes = file_keywords(reading, info)
+    except WeightsError:
+        return False
+    have = model_shapes(info.name, {"num_classes": classes, **layout})
+    return have is not None and compare(state, have).exact
+
+
+def infer_model(weights: PathOrState) -> str:
+    """The one registered model whose parameter names and shapes match the checkpoint.
+
+    A senet file names its model in its metadata. Otherwise each registered model is built on
+    the ``meta`` device (no memory, no initialisation) and compared key by key with the file's
+    tensors as they are, and only if no model has them, with the readings of its family's
+    converters (with the layout each implies). Raises ``WeightsError`` when no model or
+    several match.
+    """
+    ckpt = open_checkpoint(weights)
+    if ckpt.metadata.model:
+        registry.model_info(ckpt.metadata.model)
+        return ckpt.metadata.model
+    infos = {name: registry.model_info(name) for name in registry.list_models()}
+    matches = [name for name, info in infos.items() if _fits_exactly(ckpt, info)]
+    if not matches:  # only then guess a foreign layout
+        matches = [name for name, info in infos.items()
+                   if any(_fits_exactly(reading, info) for reading in ckpt.readings(info.family)[1:])]
+    if len(matches) == 1:
+        return matches[0]
+    described = [r.describe for r in ckpt.foreign if r.describe]
+    what = f" ({described[0]})" if described else ""
+    if not matches:
+        raise WeightsError(f"{ckpt.source}: no registered model has the shapes of these {ckpt.metadata.format} "
+                           f"weights{what}; pass --model NAME (and its keywords) to see what differs")
+    raise WeightsError(f"{ckpt.source}: the weights{what} fit several models ({', '.join(matches)}); "
+                       "pass --model NAME")

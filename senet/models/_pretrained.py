@@ -1,7 +1,8 @@
-"""Weights for senet models: reading any supported checkpoint into a model, saving senet's own.
+"""Checkpoints and their tensors: reading any supported checkpoint, fitting it to a model and
+loading it in; the header of senet's own files.
 
-One loader path serves :func:`load_weights`, ``create_model(pretrained=... / checkpoint_path=...)``,
-:func:`infer_model` and :func:`convert_weights`:
+One loader path serves :func:`~senet.models.load_weights`, ``create_model(pretrained=... /
+checkpoint_path=...)``, :func:`~senet.models.infer_model` and :func:`~senet.models.convert_weights`:
 
 * :func:`open_checkpoint` reads a file (or a state dict) as it is. A senet-native file
   (``format=senet``) is only ever read that way; another one may also be in another project's
@@ -10,11 +11,12 @@ One loader path serves :func:`load_weights`, ``create_model(pretrained=... / che
 * :func:`choose_reading` picks, for a model, the first reading whose keys and shapes fit it,
   **as it is first**: a state dict that already fits (``torch.save(model.state_dict())``) is
   never re-interpreted; the converters are only the guess for files that do not fit;
-* :func:`save_weights` writes senet-native ``.safetensors`` (model name, keywords and
-  pretrained config in the metadata) and :func:`convert_weights` turns a timm / Cadene
-  checkpoint into one.
+* :func:`_load_into` checks a reading's names and shapes against a model and copies the tensors in.
 
-The file formats themselves live in :mod:`senet.weights` (which knows nothing of the models).
+What model and keywords a file stands for is the builder's to decide
+(:mod:`senet.models._builder`, which uses this module and never the reverse); writing files
+is :mod:`senet.models._save`'s. The file formats themselves live in :mod:`senet.weights`
+(which knows nothing of the models).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import torch
 from torch import nn
 
 from senet.errors import WeightsError
-from senet.layers.se import SE_KWARGS
 from senet.models import registry
 from senet.preprocess import PretrainedCfg
 from senet.weights import io, metadata
@@ -280,71 +281,6 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
-def not_built(source: str, what: str, name: str, error: Exception) -> WeightsError:
-    """The error for keywords a file gave (``what``: its metadata, a repo's model_args) that do
-    not build model ``name``, naming the file."""
-    return WeightsError(f"{source}: {what} does not build {name}: {str(error).removeprefix(name + ': ')}")
-
-
-def file_keywords(ckpt: Checkpoint, info: registry.ModelInfo) -> tuple[dict[str, Any], int]:
-    """The keywords ``info``'s model needs to compute what the reading's source computed (a senet
-    header's, or the layout a converter implies), and the file's number of classes.
-
-    They are checked as ``create_model`` checks its own (every integer in its range, the
-    classifier and input channels those of the file's tensors) before anything is built: a
-    header that does not fit is a ``WeightsError`` naming the file."""
-    from senet.models._builder import check_keywords, model_keywords
-
-    layout = ckpt.layout
-    if not info.has_se:  # SE keywords are an error on a model without SE; its keys will be reported
-        layout = {k: v for k, v in layout.items() if k not in SE_KWARGS}
-    unknown = sorted(set(layout) - set(model_keywords(info)))
-    if unknown:
-        raise WeightsError(f"{ckpt.source}: its metadata holds model keyword(s) {', '.join(map(repr, unknown))} "
-                           f"that {info.name} does not take in this senet version (it takes: "
-                           f"{', '.join(model_keywords(info))})")
-    classes = classes_of(ckpt, info.cfg.classifier)
-    try:
-        check_keywords(info, {"num_classes": classes, **layout})
-    except ValueError as e:
-        raise not_built(ckpt.source, "its metadata", info.name, e) from None
-    conv = ckpt.state.get(f"{info.cfg.first_conv}.weight")
-    if "in_chans" in layout and conv is not None and conv.ndim == 4 and conv.shape[1] != layout["in_chans"]:
-        raise WeightsError(f"{ckpt.source}: its metadata says in_chans={layout['in_chans']!r}, but its first "
-                           f"convolution '{info.cfg.first_conv}.weight' takes {conv.shape[1]} channels")
-    return layout, classes
-
-
-_SHAPES: dict[tuple[str, str, str], dict[str, tuple[int, ...]] | None] = {}
-
-
-def model_shapes(name: str, kwargs: Mapping[str, Any],
-                 widths: Mapping[str, tuple[int, int]] | None = None) -> dict[str, tuple[int, ...]] | None:
-    """The state-dict shapes of ``create_model(name, **kwargs)`` (narrowed to a pruned
-    network's ``widths``), built on the ``meta`` device (no memory, no initialisation) and
-    remembered; ``None`` if those keywords do not build it."""
-    from senet.models._builder import build, create_model
-
-    key = (name, repr(sorted(kwargs.items())), repr(sorted((widths or {}).items())))
-    if key not in _SHAPES:
-        try:
-            with torch.device("meta"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. "initializing zero-element tensors is a no-op"
-                if widths:
-                    rest = dict(kwargs)
-                    model = build(registry.model_info(name), rest.pop("num_classes", None), rest, widths)
-                else:
-                    model = create_model(name, **kwargs)
-        except (TypeError, ValueError):
-            shapes = None
-        else:
-            shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        if len(_SHAPES) >= 256:
-            _SHAPES.clear()
-        _SHAPES[key] = shapes
-    return _SHAPES[key]
-
-
 def load_pretrained(model: nn.Module, ckpt: Checkpoint, info: registry.ModelInfo, file_classes: int) -> None:
     """Load the reading ``ckpt`` into ``model`` (built for it by the builder), leaving a
     classifier whose size differs from the file's freshly initialised."""
@@ -354,86 +290,8 @@ def load_pretrained(model: nn.Module, ckpt: Checkpoint, info: registry.ModelInfo
         warnings.warn(f"{ckpt.source}: the file's classifier has {file_classes} classes, the model "
                       f"{model.num_classes}; loaded everything except the classifier '{skip}', which is freshly "
                       "initialised", stacklevel=4)
-    _load_into(model, ckpt, strict=True, skip=skip, family=info.spec, first_conv=info.cfg.first_conv)
+    _load_into(model, ckpt, strict=True, skip=skip, family=info.family_info, first_conv=info.cfg.first_conv)
     model.senet_weights = ckpt.metadata
-
-
-def load_weights(model: nn.Module, path_or_state_dict: PathOrState, *, strict: bool = True) -> LoadResult:
-    """Load a senet, timm or Cadene/timm-legacy checkpoint into an existing senet model.
-
-    Tensors whose names and shapes fit the model load as they are; only a file that does not
-    fit is read as a timm / Cadene layout of the model's family. Warns if the model's layout
-    (stride position, stem pooling, branch ReLU) differs from the one the weights were trained
-    with: they would load, but compute something else. With ``strict=False`` missing and
-    unexpected keys are returned instead of raised; mis-shaped keys are always an error.
-    """
-    ckpt = open_checkpoint(path_or_state_dict)
-    spec = getattr(model, "senet_spec", None)
-    info = registry.model_info(spec.name) if spec is not None else None
-    family = info.spec if info is not None else None
-    first_conv = info.cfg.first_conv if info is not None else None
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    ckpt = choose_reading(ckpt, family, lambda _: own, first_conv=first_conv)
-    if info is not None and ckpt.metadata.format == "senet":
-        file_keywords(ckpt, info)  # a header that contradicts its own tensors is refused here too
-    if family is None and ckpt.family is not None:
-        family = registry.families()[ckpt.family]
-    if family is not None and family.layout_of is not None:
-        _warn_layout(ckpt.layout, family.layout_of(model), ckpt.source, "the model's", stacklevel=3)
-    return _load_into(model, ckpt, strict=strict, family=family, first_conv=first_conv)
-
-
-def save_weights(
-    model: nn.Module,
-    path: str | Path,
-    *,
-    classes: Sequence[str] | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    metadata: Mapping[str, str] | None = None,
-    allow_nonfinite: bool = False,
-) -> Path:
-    """Write ``model``'s weights as senet-native ``.safetensors`` (atomically; weights holding NaN
-    or inf are refused unless ``allow_nonfinite``).
-
-    The metadata records ``format=senet``, the model name and keywords (from
-    ``model.senet_spec``, set by ``create_model``, with the head as it is now, after any
-    ``reset_classifier``), the senet version and the pretrained config (input size,
-    ``crop_pct``, interpolation, mean, std and, when known, the class names), so that
-    ``create_model(pretrained=path)`` rebuilds the same network from the file alone.
-    ``classes``, ``mean`` and ``std`` (one value per input channel) override the model's
-    config; ``metadata`` adds string entries of your own.
-    """
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: senet writes .safetensors files; use a name ending in .safetensors")
-    spec = getattr(model, "senet_spec", None)
-    if spec is None:
-        raise WeightsError("the model has no senet_spec: build it with senet.create_model to save it")
-    state = model.state_dict()
-    kwargs = saved_keywords(model)
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    widths = None
-    if shapes != model_shapes(spec.name, kwargs):  # a pruned network: its narrower layers go in the header
-        widths = narrowed_widths(model, spec.name, kwargs)
-        if not widths or shapes != model_shapes(spec.name, kwargs, widths):
-            raise WeightsError(f"the model no longer matches create_model({spec.name!r}, **{kwargs}) "
-                               "(modules replaced?); its weights could not be loaded back")
-    spec.widths = widths
-    header = file_header(model, classes=classes, mean=mean, std=std, extra=metadata)
-    return io.write_safetensors(path, state, header, allow_nonfinite=allow_nonfinite)
-
-
-def narrowed_widths(model: nn.Module, name: str, kwargs: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
-    """The layers of ``model`` narrower than those of ``create_model(name, **kwargs)`` (built on
-    the ``meta`` device): a pruned network's widths, as its file records them."""
-    from senet.models._builder import create_model
-    from senet.models._narrow import changed_widths, layer_widths
-
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reference = layer_widths(create_model(name, **kwargs))
-    return changed_widths(model, reference)
 
 
 class ClassNamesError(ValueError):
@@ -458,7 +316,7 @@ def file_header(model: nn.Module, *, classes: Sequence[str] | None = None, mean:
     writes into a weight file and :func:`senet.export.export_model` into an exported one. Its
     pretrained config is ``model.pretrained_cfg`` with ``classes``, ``mean`` and ``std`` (one
     value per input channel) in place of its own; class names of a replaced head are dropped."""
-    from senet import __version__
+    from senet.version import __version__
 
     spec = getattr(model, "senet_spec", None)
     kwargs = saved_keywords(model) if spec is not None else {}
@@ -495,74 +353,3 @@ def read_metadata(path: str | Path) -> WeightsMetadata:
         if header is not None and header.get("format") == "senet":
             return metadata.decode(header, str(path))
     return open_checkpoint(path).metadata
-
-
-def _fits_exactly(reading: Checkpoint, info: registry.ModelInfo) -> bool:
-    """Whether ``info``'s model, built with the reading's keywords, has exactly its keys and shapes."""
-    state = _upgraded(reading, info.spec)
-    # cheap necessary conditions first: the model's first convolution, SE blocks if it has them
-    if f"{info.cfg.first_conv}.weight" not in state or info.has_se != any(".se." in k for k in state):
-        return False
-    try:
-        layout, classes = file_keywords(reading, info)
-    except WeightsError:
-        return False
-    have = model_shapes(info.name, {"num_classes": classes, **layout})
-    return have is not None and compare(state, have).exact
-
-
-def infer_model(weights: PathOrState) -> str:
-    """The one registered model whose parameter names and shapes match the checkpoint.
-
-    A senet file names its model in its metadata. Otherwise each registered model is built on
-    the ``meta`` device (no memory, no initialisation) and compared key by key with the file's
-    tensors as they are, and only if no model has them, with the readings of its family's
-    converters (with the layout each implies). Raises ``WeightsError`` when no model or
-    several match.
-    """
-    ckpt = open_checkpoint(weights)
-    if ckpt.metadata.model:
-        registry.model_info(ckpt.metadata.model)
-        return ckpt.metadata.model
-    infos = {name: registry.model_info(name) for name in registry.list_models()}
-    matches = [name for name, info in infos.items() if _fits_exactly(ckpt, info)]
-    if not matches:  # only then guess a foreign layout
-        matches = [name for name, info in infos.items()
-                   if any(_fits_exactly(reading, info) for reading in ckpt.readings(info.family)[1:])]
-    if len(matches) == 1:
-        return matches[0]
-    described = [r.describe for r in ckpt.foreign if r.describe]
-    what = f" ({described[0]})" if described else ""
-    if not matches:
-        raise WeightsError(f"{ckpt.source}: no registered model has the shapes of these {ckpt.metadata.format} "
-                           f"weights{what}; pass --model NAME (and its keywords) to see what differs")
-    raise WeightsError(f"{ckpt.source}: the weights{what} fit several models ({', '.join(matches)}); "
-                       "pass --model NAME")
-
-
-def convert_weights(
-    src: PathOrState,
-    dst: str | Path,
-    *,
-    model: str | None = None,
-    classes: Sequence[str] | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    allow_nonfinite: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
-    """Write ``src`` (timm, Cadene or senet weights) to ``dst`` as senet-native ``.safetensors``.
-
-    ``model`` defaults to :func:`infer_model`; the layout of the source is stored with it,
-    so that ``create_model(pretrained=dst)`` computes what the source model computed.
-    Returns the loaded model.
-    """
-    from senet.models._builder import create_model
-
-    ckpt = open_checkpoint(src)
-    net = create_model(model or infer_model(ckpt), pretrained=ckpt, **kwargs)
-    meta = net.senet_weights  # the reading the model loaded
-    # the file's own mean and std are in the model's pretrained config already, one per input channel
-    save_weights(net, dst, classes=classes if classes is not None else meta.classes, mean=mean, std=std,
-                 metadata=meta.extra if meta.format == "senet" else None, allow_nonfinite=allow_nonfinite)
-    return net

@@ -4,7 +4,8 @@ and released weights, timm's names and pretrained tags.
 A family module registers itself once (:func:`register_family`: its class, the SE placements its
 units allow, the readers of foreign checkpoints of its keys, the layout keywords its weights
 depend on) and each of its models (:func:`register_model`). :func:`senet.create_model` (the one
-builder, :mod:`senet.models._builder`) reads everything it needs from here.
+builder, :mod:`senet.models._builder`) reads everything it needs from here. Importing
+``senet.models`` (which any import of this module does first) registers every family.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class Family:
         converters: readers of foreign checkpoints (timm, Cadene) into the family's keys.
         layout_keys: model keywords that change what a set of weights computes without changing
             their shapes (stride position, stem pooling ...): they come from the weights' source.
-        layout_of: the ``layout_keys`` values an existing model runs with.
+        layout_of: the ``layout_keys`` values an existing model of the family (of ``cls``) runs with.
         upgrade: brings a state dict in the family's keys but an older layout up to date (e.g.
             BN-Inception's former convolution biases, folded into batch norm).
         writers: per foreign layout a converter reads (``"timm"``, ``"legacy"``), the inverse:
@@ -148,7 +149,8 @@ class ModelInfo:
         return self.cfg.min_input_size[1] if self.cfg.min_input_size else 1
 
     @property
-    def spec(self) -> Family:
+    def family_info(self) -> Family:
+        """What the registry knows of the model's family (``family`` is its name)."""
         return _FAMILIES[self.family]
 
 
@@ -216,7 +218,6 @@ def register_alias(alias: str, name: str, kwargs: Mapping[str, Any] | None = Non
 
 
 def families() -> dict[str, Family]:
-    _ensure_loaded()
     return dict(_FAMILIES)
 
 
@@ -242,7 +243,6 @@ def list_models(
     ``legacy_seresnet50`` ...) are listed only with ``include_aliases``: each builds a model
     also listed under its senet name, so a loop over ``list_models()`` builds every network once.
     """
-    _ensure_loaded()
     names = {n: info.weights for n, info in _REGISTRY.items()}
     if include_aliases:
         names.update({n: a.weights for n, a in _ALIASES.items()})
@@ -259,19 +259,16 @@ def list_models(
 
 def list_aliases() -> dict[str, tuple[str, dict[str, Any]]]:
     """timm name -> (senet name, keywords) for every other project's name ``create_model`` accepts."""
-    _ensure_loaded()
     return {k: (a.target, dict(a.kwargs)) for k, a in _ALIASES.items()}
 
 
 def alias_info(name: str) -> Alias | None:
     """The :class:`Alias` ``name`` (untagged) is, or ``None`` for a senet name."""
-    _ensure_loaded()
     return _ALIASES.get(name)
 
 
 def aliases_of(name: str) -> list[Alias]:
     """timm's names for the registered model ``name``."""
-    _ensure_loaded()
     return [a for a in _ALIASES.values() if a.target == name]
 
 
@@ -304,7 +301,6 @@ def resolve_name(name: str) -> tuple[str, dict[str, Any]]:
 def model_info(name: str) -> ModelInfo:
     """Registry entry of ``name`` (or of the model a timm name stands for; a pretrained tag is
     checked and ignored); an unknown name raises ``ValueError`` listing the closest ones."""
-    _ensure_loaded()
     arch, tag = split_tag(name) if isinstance(name, str) else (name, None)
     if tag is not None:
         released_weights(name)
@@ -316,13 +312,3 @@ def model_info(name: str) -> ModelInfo:
         close = difflib.get_close_matches(str(arch), list(_REGISTRY) + list(_ALIASES), n=5, cutoff=0.5)
         hint = f"closest: {', '.join(close)}" if close else "see `senet models` or senet.list_models()"
         raise ValueError(f"unknown model {name!r}; {hint}") from None
-
-
-def model_names_of(family: str, *, has_se: bool | None = None) -> list[str]:
-    """Registered models of ``family`` (with or without SE blocks)."""
-    _ensure_loaded()
-    return sorted(n for n, i in _REGISTRY.items() if i.family == family and (has_se is None or i.has_se == has_se))
-
-
-def _ensure_loaded() -> None:
-    import senet.models  # noqa: F401  (registers every family)

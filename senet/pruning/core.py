@@ -331,7 +331,7 @@ def prune(
             raise SenetError(f"pruning gave {wrong[0]} the widths {got.get(wrong[0])}, not the planned "
                              f"{expected[wrong[0]]} (this is a bug in senet)")
         refresh(model)
-        from senet.models._pretrained import narrowed_widths
+        from senet.models._save import narrowed_widths
 
         spec.widths = narrowed_widths(model, spec.name, spec.kwargs) or None
         diff = None

@@ -139,7 +139,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    channels_last: bool | None = None  # None: on (CPU and CUDA)
+    channels_last: bool = True  # on every device (CPU and CUDA)
     compile: bool = False
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     eval_every: int = 1  # epochs between test evaluations (the last epoch always evaluates)

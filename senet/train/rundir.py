@@ -66,7 +66,7 @@ def holds_files(folder: Path) -> bool:
 
 def code_version() -> dict[str, Any]:
     """senet version and, when run from a git checkout, its commit and whether it was modified."""
-    from senet import __version__
+    from senet.version import __version__
 
     info: dict[str, Any] = {"senet": __version__, "torch": torch.__version__, "python": platform.python_version()}
     root = Path(__file__).resolve().parents[2]

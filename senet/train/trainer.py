@@ -125,7 +125,7 @@ class Trainer:
         self.precision = r.precision if r.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
         # channels_last by default on every device: 1.2-1.4x the images/s of NCHW for CIFAR ResNets
         # on a 2-core CPU too (benchmarks/train_speed.py, docs/results/train-speed)
-        self.channels_last = True if r.channels_last is None else r.channels_last
+        self.channels_last = r.channels_last
         seed_everything(r.seed)
 
         # the data, the model (wrapped for the group, compiled if asked), the optimizer

@@ -12,7 +12,6 @@ criterion of a target).
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -167,12 +166,9 @@ def result_rows(plan: PruneStudyPlan, results: Sequence[PruneCellResult],
 def plot(plan: PruneStudyPlan, results: Sequence[PruneCellResult], base: dict[str, Any] | None,
          path: str | Path) -> None:
     """Test error against FLOPs, one line per criterion; left: after fine-tuning, right: before."""
-    import matplotlib
+    from senet.utils.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from senet.utils.atomic import atomic_write
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, title in ((axes[0], "after", "after fine-tuning"), (axes[1], "before", "pruned, before fine-tuning")):
@@ -192,11 +188,7 @@ def plot(plan: PruneStudyPlan, results: Sequence[PruneCellResult], base: dict[st
         ax.legend(fontsize=8)
     fig.suptitle(f"{plan.model} on {plan.dataset}: pruned by criterion (mean ± 1 std over {len(plan.seeds)} seeds)",
                  fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write(Path(path), lambda f: f.write(buf.getvalue()))
+    save_png(fig, path)
 
 
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:

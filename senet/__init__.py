@@ -19,6 +19,7 @@ _EXPORTS = {
     "SEConfig": "senet.layers",
     "SqueezeExcite": "senet.layers",
     "add_se": "senet.surgery",
+    "prune": "senet.pruning",
     **{name: "senet.models" for name in (
         "convert_weights", "create_model", "infer_model", "list_models", "load_weights", "model_info",
         "push_to_hf_hub", "read_metadata", "save_for_hf", "save_weights")},

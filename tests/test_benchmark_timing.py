@@ -1,17 +1,11 @@
-"""The interleaved timing helper of ``benchmarks/timing.py`` (a fake clock: no real timing thresholds)."""
+"""The interleaved timing helper (:mod:`senet.utils.timing`, which the benchmarks import as
+``timing``; a fake clock: no real timing thresholds)."""
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "timing.py"
-_spec = importlib.util.spec_from_file_location("benchmark_timing", _PATH)
-timing = importlib.util.module_from_spec(_spec)
-sys.modules["benchmark_timing"] = timing
-_spec.loader.exec_module(timing)
+from senet.utils import timing
 
 
 class FakeClock:

@@ -97,8 +97,6 @@ def run_study(
 ) -> list[RunOutcome]:
     """Train every cell x seed of ``plan`` not yet finished under ``out``; returns one
     :class:`RunOutcome` per run, in plan order. Checks every folder before training any."""
-    from senet.train import Trainer, TrainingDiverged
-
     out = Path(out)
     check_out(out, plan)
     states = [run_state(out / r.folder, r.config) for r in plan.runs]  # all errors before any training
@@ -107,26 +105,35 @@ def run_study(
     n = len(plan.runs)
     for i, (r, state) in enumerate(zip(plan.runs, states), 1):
         head = f"[{i}/{n}] {r.cell.label} ({r.cell.id}) seed {r.seed}"
-        path = out / r.folder
-        if state == FINISHED:
-            summary = RunDir(path).summary()
-            log(f"{head}: finished earlier: {_pct(summary)}")
-            outcomes.append(RunOutcome(r, "reused", summary))
-            continue
-        # owned while it trains; a failure before its first checkpoint removes a folder made here
-        with RunDir.open(path).acquire() if state == PARTIAL else RunDir.create(path, r.config) as run:
-            log(f"{head}: {'resuming' if state == PARTIAL else 'training'} -> {path}")
-            t0 = time.perf_counter()
-            try:
-                summary = Trainer(r.config, run, resume=state == PARTIAL, progress=progress, log=log).fit()
-            except TrainingDiverged as e:
-                run.log_event(f"stopped: {e}")
-                log(f"{head}: diverged: {e}")
-                outcomes.append(RunOutcome(r, "diverged", None, str(e)))
-                continue
-            except KeyboardInterrupt:
-                run.log_event("interrupted")
-                raise
-        log(f"{head}: {_pct(summary)}  ({time.perf_counter() - t0:.0f} s)")
-        outcomes.append(RunOutcome(r, "resumed" if state == PARTIAL else "trained", summary))
+        status, summary, error = train_run(out / r.folder, r.config, state, head=head, progress=progress, log=log)
+        outcomes.append(RunOutcome(r, status, summary, error))
     return outcomes
+
+
+def train_run(path: Path, cfg: Config, state: str, *, head: str, progress: bool | None = None,
+              log: Callable[[str], None] = print) -> tuple[str, dict[str, Any] | None, str]:
+    """One run of a study in ``path`` (its :func:`run_state` ``state``): reused if finished,
+    else trained or resumed by the ordinary trainer, the folder owned meanwhile. Returns
+    ``(status, summary, error)``: ``reused``, ``trained``, ``resumed`` or ``diverged`` (no
+    summary, the error's text)."""
+    from senet.train import Trainer, TrainingDiverged
+
+    if state == FINISHED:
+        summary = RunDir(path).summary()
+        log(f"{head}: finished earlier: {_pct(summary)}")
+        return "reused", summary, ""
+    # owned while it trains; a failure before its first checkpoint removes a folder made here
+    with RunDir.open(path).acquire() if state == PARTIAL else RunDir.create(path, cfg) as run:
+        log(f"{head}: {'resuming' if state == PARTIAL else 'training'} -> {path}")
+        t0 = time.perf_counter()
+        try:
+            summary = Trainer(cfg, run, resume=state == PARTIAL, progress=progress, log=log).fit()
+        except TrainingDiverged as e:
+            run.log_event(f"stopped: {e}")
+            log(f"{head}: diverged: {e}")
+            return "diverged", None, str(e)
+        except KeyboardInterrupt:
+            run.log_event("interrupted")
+            raise
+    log(f"{head}: {_pct(summary)}  ({time.perf_counter() - t0:.0f} s)")
+    return ("resumed" if state == PARTIAL else "trained"), summary, ""

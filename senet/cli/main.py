@@ -17,7 +17,8 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "eval", "predict", "export", "recipes", "models", "complexity", "convert", "analyze", "ablate"]
+COMMANDS = ["train", "eval", "predict", "export", "recipes", "models", "complexity", "convert", "analyze", "ablate",
+            "prune"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out(p, help="run directory (default: runs/<recipe>-<time>)")
     p.add_argument("--seed", type=nonnegative_int, help="random seed (run.seed)")
     add_device(p, default=None, help="run.device")
+    p.add_argument("--init", metavar="FILE",
+                   help="start from this senet weight file's network and weights (model.init; e.g. a pruned "
+                        "network from `senet prune`); model.name becomes the file's model")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     add_skip_corrupt(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
@@ -39,7 +42,22 @@ def shortcuts(args: argparse.Namespace) -> dict:
         values.setdefault("run", {})["seed"] = args.seed
     if getattr(args, "device", None) is not None:
         values.setdefault("run", {})["device"] = args.device
+    if getattr(args, "init", None) is not None:
+        values["model"] = init_values(args.init)
     return values
+
+
+def init_values(path: str) -> dict:
+    """``model.init`` and, when the file names its model, ``model.name``."""
+    from pathlib import Path
+
+    from senet.errors import SenetError
+    from senet.models import read_metadata
+
+    if not Path(path).is_file():
+        raise SenetError(f"--init {path}: no such file")
+    named = read_metadata(path).model
+    return {"init": str(path), **({"name": named} if named else {})}
 
 
 def _execution_overrides(overrides: list[str]) -> dict:
@@ -83,7 +101,8 @@ def _run(args: argparse.Namespace, env) -> int:
         raise SenetError("with torchrun --max-restarts, give the run directory with --out (or --resume) "
                          "so that restarted workers can find the run to resume")
     if resume:
-        if args.resume and (args.recipe or args.epochs or args.out or args.data or args.seed is not None):
+        if args.resume and (args.recipe or args.epochs or args.out or args.data or args.seed is not None
+                            or args.init):
             raise SenetError("--resume continues a run with its own config.yaml; only --device and --set of "
                              "execution settings may be given with it")
         run_dir = RunDir.open(resume)

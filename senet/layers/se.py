@@ -217,15 +217,25 @@ class SqueezeExcite(nn.Module):
     ) -> None:
         super().__init__()
         SEConfig(reduction=reduction, bias=bias, squeeze=squeeze, gate=gate, divisor=divisor)  # checks them
-        self.channels = channels
-        self.hidden = hidden_channels(channels, reduction, divisor)
+        hidden = hidden_channels(channels, reduction, divisor)
         self.squeeze = squeeze
         self.pool = _SQUEEZE_MODULES[squeeze]()
-        self.fc1 = nn.Conv2d(channels, self.hidden, 1, bias=bias)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(self.hidden, channels, 1, bias=bias)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
         self.gate = _GATE_MODULES[gate]()
         self.scale = Scale()
+
+    @property
+    def channels(self) -> int:
+        """The channels the block gates: ``fc1``'s inputs (the widths live in the layers only, so
+        that a pruned network, whose layers are narrower, needs no SE-specific bookkeeping)."""
+        return self.fc1.in_channels
+
+    @property
+    def hidden(self) -> int:
+        """The excitation bottleneck's width ``C/r``: ``fc1``'s outputs."""
+        return self.fc1.out_channels
 
     def excite(self, x: torch.Tensor) -> torch.Tensor:
         """The excitation ``s`` for input ``x``: shape ``(N, C, 1, 1)``, or ``(N, C, H, W)`` for NoSqueeze."""
@@ -237,7 +247,7 @@ class SqueezeExcite(nn.Module):
     def flops(self, input_shape: torch.Size) -> int:
         """Multiply-adds of one call for one image: squeeze, both FC layers and the scaling."""
         c, h, w = input_shape[-3:]
-        fc = 2 * self.channels * self.hidden
+        fc = 2 * c * self.hidden
         if self.squeeze == "none":
             return fc * h * w + c * h * w
         return c * h * w + fc + c * h * w

@@ -35,6 +35,7 @@ from senet.errors import WeightsError
 from senet.layers.se import SE_KWARGS, SEConfig
 from senet.models import registry
 from senet.models._features import FeatureNet
+from senet.models._narrow import WidthsError, narrow
 from senet.models._pretrained import (
     Checkpoint,
     LoadResult,
@@ -51,6 +52,7 @@ from senet.models._pretrained import (
 )
 from senet.preprocess import PretrainedCfg
 from senet.utils.limits import MODEL_ENV, human_bytes, max_model_bytes
+from senet.weights.metadata import WIDTHS_KEY
 
 Pretrained = bool | str | Path | Mapping[str, Any] | Checkpoint | None
 
@@ -199,9 +201,12 @@ class _SizeGuard(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str, Any]) -> nn.Module:
+def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str, Any],
+          widths: Mapping[str, tuple[int, int]] | None = None) -> nn.Module:
     """``info``'s network with ``num_classes`` outputs (``None``: its default) and ``kwargs``,
-    randomly initialised, with ``senet_spec`` set. Every keyword is checked first
+    randomly initialised, with ``senet_spec`` set; ``widths``: a pruned network's narrower
+    layers (:func:`~senet.models._narrow.narrow`, a :class:`~senet.models._narrow.WidthsError`
+    if they do not fit). Every keyword is checked first
     (:func:`check_keywords`), and the construction stops before it allocates more than
     :func:`~senet.utils.limits.max_model_bytes` (a keyword that asks for more, such as
     ``num_classes=10**12`` or a weight file's header claiming it, is named with the size it
@@ -233,7 +238,10 @@ def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str
         raise ValueError(f"{what} would need at least {human_bytes(e.total)} for its weights (a tensor of shape "
                          f"{list(e.shape)} alone: {human_bytes(e.nbytes)}); create_model builds models of at most "
                          f"{human_bytes(limit)} (${MODEL_ENV} raises the limit)") from None
-    model.senet_spec = registry.ModelSpec(info.name, {"num_classes": num_classes, **kwargs, **se_kwargs})
+    if widths:
+        narrow(model, widths)
+    model.senet_spec = registry.ModelSpec(info.name, {"num_classes": num_classes, **kwargs, **se_kwargs},
+                                          dict(widths) if widths else None)
     model._model_args = model.senet_spec.kwargs  # what timm's save_for_hf records to rebuild the model
     return model
 
@@ -366,6 +374,18 @@ def _pretrained_cfg(model: nn.Module, cfg: PretrainedCfg, architecture: str,
     return out
 
 
+def pruned_widths(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | None,
+                  file_classes: int) -> dict[str, tuple[int, int]] | None:
+    """The narrower layers of a pruned network's file, the classifier's outputs those asked for
+    (a new head over the pruned features, as for any file)."""
+    widths = ckpt.metadata.widths
+    head = info.cfg.classifier
+    if widths and num_classes is not None and num_classes != file_classes and head in widths:
+        widths = {**widths, head: (widths[head][0], num_classes)} if num_classes else \
+            {k: v for k, v in widths.items() if k != head}
+    return widths
+
+
 def _build_for(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | None,
                kwargs: dict[str, Any]) -> nn.Module:
     """``info``'s model built for the reading of ``ckpt`` that fits it (as it is first, see
@@ -391,8 +411,11 @@ def _build_for(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | No
         warnings.warn(f"{ckpt.source}: weights saved from {ckpt.metadata.model}, loading into {info.name}",
                       stacklevel=4)
     _warn_layout(layout, kwargs, ckpt.source, "keywords", stacklevel=5)
+    widths = pruned_widths(ckpt, info, num_classes, file_classes)
     try:
-        model = build(info, num_classes if num_classes is not None else file_classes, {**layout, **kwargs})
+        model = build(info, num_classes if num_classes is not None else file_classes, {**layout, **kwargs}, widths)
+    except WidthsError as e:
+        raise not_built(ckpt.source, f"its {WIDTHS_KEY} metadata", info.name, e) from None
     except ValueError as e:
         if not kwargs:  # nothing but the file chose these keywords
             raise not_built(ckpt.source, "its metadata", info.name, e) from None
@@ -434,18 +457,24 @@ def file_keywords(ckpt: Checkpoint, info: registry.ModelInfo) -> tuple[dict[str,
     return layout, classes
 
 
-_SHAPES: dict[tuple[str, str], dict[str, tuple[int, ...]] | None] = {}
+_SHAPES: dict[tuple[str, str, str], dict[str, tuple[int, ...]] | None] = {}
 
 
-def model_shapes(name: str, kwargs: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
-    """The state-dict shapes of ``create_model(name, **kwargs)``, built on the ``meta`` device
-    (no memory, no initialisation) and remembered; ``None`` if those keywords do not build it."""
-    key = (name, repr(sorted(kwargs.items())))
+def model_shapes(name: str, kwargs: Mapping[str, Any],
+                 widths: Mapping[str, tuple[int, int]] | None = None) -> dict[str, tuple[int, ...]] | None:
+    """The state-dict shapes of ``create_model(name, **kwargs)`` (narrowed to a pruned
+    network's ``widths``), built on the ``meta`` device (no memory, no initialisation) and
+    remembered; ``None`` if those keywords do not build it."""
+    key = (name, repr(sorted(kwargs.items())), repr(sorted((widths or {}).items())))
     if key not in _SHAPES:
         try:
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. "initializing zero-element tensors is a no-op"
-                model = create_model(name, **kwargs)
+                if widths:
+                    rest = dict(kwargs)
+                    model = build(registry.model_info(name), rest.pop("num_classes", None), rest, widths)
+                else:
+                    model = create_model(name, **kwargs)
         except (TypeError, ValueError):
             shapes = None
         else:

@@ -340,7 +340,8 @@ def file_header(model: nn.Module, *, classes: Sequence[str] | None = None, mean:
     given = {"classes": classes, "mean": mean, "std": std}
     if any(v is not None for v in given.values()):
         cfg = (cfg or PretrainedCfg()).updated({k: tuple(v) for k, v in given.items() if v is not None})
-    return metadata.encode(spec.name if spec is not None else None, kwargs, cfg, __version__, extra)
+    return metadata.encode(spec.name if spec is not None else None, kwargs, cfg, __version__, extra,
+                           spec.widths if spec is not None else None)
 
 
 def read_metadata(path: str | Path) -> WeightsMetadata:

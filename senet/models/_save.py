@@ -57,13 +57,31 @@ def save_weights(
     spec = getattr(model, "senet_spec", None)
     if spec is None:
         raise WeightsError("the model has no senet_spec: build it with senet.create_model to save it")
-    header = file_header(model, classes=classes, mean=mean, std=std, extra=metadata)
     state = model.state_dict()
     kwargs = saved_keywords(model)
-    if {k: tuple(v.shape) for k, v in state.items()} != model_shapes(spec.name, kwargs):
-        raise WeightsError(f"the model no longer matches create_model({spec.name!r}, **{kwargs}) "
-                           "(modules replaced?); its weights could not be loaded back")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    widths = None
+    if shapes != model_shapes(spec.name, kwargs):  # a pruned network: its narrower layers go in the header
+        widths = narrowed_widths(model, spec.name, kwargs)
+        if not widths or shapes != model_shapes(spec.name, kwargs, widths):
+            raise WeightsError(f"the model no longer matches create_model({spec.name!r}, **{kwargs}) "
+                               "(modules replaced?); its weights could not be loaded back")
+    spec.widths = widths
+    header = file_header(model, classes=classes, mean=mean, std=std, extra=metadata)
     return io.write_safetensors(path, state, header, allow_nonfinite=allow_nonfinite)
+
+
+def narrowed_widths(model: nn.Module, name: str, kwargs: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """The layers of ``model`` narrower than those of ``create_model(name, **kwargs)`` (built on
+    the ``meta`` device): a pruned network's widths, as its file records them."""
+    import warnings
+
+    from senet.models._narrow import changed_widths, layer_widths
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = layer_widths(create_model(name, **kwargs))
+    return changed_widths(model, reference)
 
 
 def convert_weights(

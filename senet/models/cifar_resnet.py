@@ -61,8 +61,15 @@ class ZeroPadShortcut(nn.Module):
         super().__init__()
         if out_channels < in_channels:
             raise ValueError(f"option A shortcut cannot reduce channels ({in_channels} -> {out_channels})")
-        self.extra = out_channels - in_channels
+        # widths as a convolution names them, so that pruning and the builder's narrowing
+        # (senet.models._narrow) treat this parameter-free layer as any other
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.stride = stride
+
+    @property
+    def extra(self) -> int:
+        """The zero channels appended."""
+        return self.out_channels - self.in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:

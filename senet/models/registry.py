@@ -156,10 +156,13 @@ class ModelInfo:
 
 @dataclass
 class ModelSpec:
-    """How a model instance was made: enough to rebuild it with ``create_model(name, **kwargs)``."""
+    """How a model instance was made: enough to rebuild it with ``create_model(name, **kwargs)``;
+    ``widths``: a pruned network's layers narrower than that model's (module path -> ``(in, out)``
+    channels, see :mod:`senet.models._narrow`), ``None`` for the model as built."""
 
     name: str
     kwargs: dict[str, Any]
+    widths: dict[str, tuple[int, int]] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -42,10 +42,13 @@ EXECUTION_ONLY = {"run": ("device", "threads", "compile", "accum_steps", "dist_b
 
 @dataclass
 class ModelConfig:
-    """Which registered model to train: ``create_model(name, num_classes=..., **kwargs)``."""
+    """Which registered model to train: ``create_model(name, num_classes=..., **kwargs)``;
+    ``init``: a senet weight file to start from instead of random weights (its network, e.g. a
+    pruned one, and its weights: ``create_model(name, pretrained=init, ...)``)."""
 
     name: str = "cifar_se_resnet20"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
 
 
 @dataclass

@@ -69,6 +69,26 @@ GPU_CHECK_EVERY = 25
 PLOT_EVERY_S = 60.0  # seconds between redraws of curves.png (the last epoch always draws)
 
 
+def build_model(cfg: Config, num_classes: int) -> nn.Module:
+    """The run's network: ``model.name`` with ``model.kwargs``, or with ``model.init`` the network
+    and weights of that senet weight file (a pruned one included: its narrower layers come from
+    the file), the head resized to the data's classes if they differ."""
+    m = cfg.model
+    if not m.init:
+        return create_model(m.name, num_classes=num_classes, **m.kwargs)
+    from pathlib import Path
+
+    from senet.models import read_metadata
+
+    if not Path(m.init).is_file():
+        raise SenetError(f"model.init {m.init}: no such file (the run starts from its weights)")
+    named = read_metadata(m.init).model
+    if named is not None and named != m.name:
+        raise SenetError(f"model.init {m.init} holds a {named} network, but model.name is {m.name}; "
+                         f"set model.name={named} (senet train --init sets it)")
+    return create_model(m.name, pretrained=m.init, num_classes=num_classes, **m.kwargs)
+
+
 class Trainer:
     """Train ``cfg`` into the run directory ``run``; ``resume=True`` continues from its checkpoint.
 
@@ -112,7 +132,7 @@ class Trainer:
         self.source = make_source(cfg, self.device, self.env, channels_last=self.channels_last)
         if self.source.skipped and self.is_main:
             run.write_skipped(self.source.skipped)
-        self.model = create_model(cfg.model.name, num_classes=len(self.source.classes), **cfg.model.kwargs)
+        self.model = build_model(cfg, len(self.source.classes))
         check_input_size(self.model, (getattr(self.model, "in_chans", 3), cfg.data.crop, cfg.data.crop), "data.crop")
         _place(self.model, self.device, channels_last=self.channels_last)
         self.ddp: nn.parallel.DistributedDataParallel | None = None
@@ -379,9 +399,7 @@ class Trainer:
             res = self.test()
             last = {**last, "test_loss": res["loss"], "test_top1_err": res["top1_err"],
                     "test_top5_err": res["top5_err"]}
-        with torch.device("meta"):
-            meta = create_model(cfg.model.name, num_classes=len(source.classes), **cfg.model.kwargs)
-        cost = complexity(meta, (3, cfg.data.crop, cfg.data.crop))
+        cost = complexity(self.model, (getattr(self.model, "in_chans", 3), cfg.data.crop, cfg.data.crop))
         train_seconds = sum(row["train_seconds"] for row in self.history)
         summary = {
             "recipe": cfg.recipe,

@@ -13,6 +13,7 @@ a damaged or foreign header is a one-line :class:`~senet.errors.WeightsError`, n
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,14 @@ from senet.errors import WeightsError
 from senet.preprocess import RECORDED, PretrainedCfg, check_entries, json_value
 from senet.utils.integrity import DIGEST_KEY
 
+#: The metadata key of a pruned network's layer widths (see :func:`check_widths`).
+WIDTHS_KEY = "widths"
+#: Bounds of a ``widths`` entry: the most layers it may name and the widest layer it may give.
+MAX_WIDTH_ENTRIES = 65536
+MAX_WIDTH = 1 << 20
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 #: Metadata keys of a senet-native file; ``save_weights(metadata=...)`` may not use them.
-RESERVED_METADATA = ("format", "model", "kwargs", "senet_version", DIGEST_KEY, *RECORDED)
+RESERVED_METADATA = ("format", "model", "kwargs", "senet_version", WIDTHS_KEY, DIGEST_KEY, *RECORDED)
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class WeightsMetadata:
     file records (:data:`~senet.preprocess.RECORDED`, as JSON values; apply them with
     :meth:`PretrainedCfg.updated <senet.preprocess.PretrainedCfg.updated>`); for the others
     ``model`` is ``None`` and ``kwargs`` is the layout implied by the source project.
+    ``widths``: a pruned network's layers whose widths differ from
+    ``create_model(model, **kwargs)``'s (:func:`check_widths`), ``None`` otherwise.
     """
 
     format: str
@@ -43,6 +52,7 @@ class WeightsMetadata:
     data: dict[str, Any] = field(default_factory=dict)
     senet_version: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    widths: dict[str, tuple[int, int]] | None = None
 
     @property
     def classes(self) -> list[str] | None:
@@ -72,6 +82,29 @@ def check_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:
         raise WeightsError(f"{source}: metadata {e}") from None
 
 
+def check_widths(value: Any, source: str) -> dict[str, tuple[int, int]]:
+    """A pruned network's layer widths: a JSON object mapping module paths (``layer1.0.conv1``)
+    to ``[in, out]`` channel counts (a batch norm's two are equal), at most
+    :data:`MAX_WIDTH_ENTRIES` layers of widths 1 to :data:`MAX_WIDTH`. Only the form is checked
+    here; that the layers exist, may be narrowed that way and fit the file's tensors is the
+    builder's check (:mod:`senet.models._narrow`)."""
+    if not isinstance(value, dict) or not value:
+        raise WeightsError(f"{source}: metadata {WIDTHS_KEY!r} must be a non-empty JSON object of layer widths")
+    if len(value) > MAX_WIDTH_ENTRIES:
+        raise WeightsError(f"{source}: metadata {WIDTHS_KEY!r} names {len(value)} layers; at most "
+                           f"{MAX_WIDTH_ENTRIES} are read")
+    out = {}
+    for path, pair in value.items():
+        if len(path) > 512 or not _MODULE_PATH.fullmatch(path):
+            raise WeightsError(f"{source}: metadata {WIDTHS_KEY!r} names {path[:80]!r}, which is not a module path")
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_WIDTH for n in pair)):
+            raise WeightsError(f"{source}: metadata {WIDTHS_KEY!r} gives {path} {str(pair)[:80]}; expected "
+                               f"[in, out] channel counts, integers from 1 to {MAX_WIDTH}")
+        out[path] = (pair[0], pair[1])
+    return out
+
+
 def decode(meta: Mapping[str, str], source: str) -> WeightsMetadata:
     """The :class:`WeightsMetadata` of a senet-native safetensors header."""
     kwargs = _json_field(meta, "kwargs", source) if "kwargs" in meta else {}
@@ -84,6 +117,7 @@ def decode(meta: Mapping[str, str], source: str) -> WeightsMetadata:
         data = PretrainedCfg.metadata_entries(meta)
     except ValueError as e:
         raise WeightsError(f"{source}: metadata {e}") from None
+    widths = check_widths(_json_field(meta, WIDTHS_KEY, source), source) if WIDTHS_KEY in meta else None
     return WeightsMetadata(
         format="senet",
         model=model,
@@ -91,15 +125,17 @@ def decode(meta: Mapping[str, str], source: str) -> WeightsMetadata:
         data=data,
         senet_version=meta.get("senet_version"),
         extra={k: v for k, v in meta.items() if k not in RESERVED_METADATA},
+        widths=widths,
     )
 
 
 def encode(
     model: str | None, kwargs: Mapping[str, Any], cfg: PretrainedCfg | None, version: str,
-    extra: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None, widths: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, str]:
     """The senet header of a file (the inverse of :func:`decode`): ``model`` (``None``: a model
-    not built by senet, without name or keywords) with ``kwargs``, and what ``cfg`` records."""
+    not built by senet, without name or keywords) with ``kwargs`` and a pruned network's
+    ``widths``, and what ``cfg`` records."""
     meta = {"format": "senet"}
     if model is not None:
         try:
@@ -107,6 +143,13 @@ def encode(
         except TypeError as e:
             raise WeightsError(f"model keywords of {model} cannot be stored as JSON: {e}") from None
         meta.update(model=model, kwargs=kwargs_json)
+        if widths:
+            plain = {path: [int(n) for n in pair] for path, pair in sorted(widths.items())}
+            try:
+                check_widths(plain, model)
+            except WeightsError as e:
+                raise ValueError(str(e)) from None
+            meta[WIDTHS_KEY] = json.dumps(plain, separators=(",", ":"))
     meta["senet_version"] = version
     meta.update(cfg.to_metadata() if cfg is not None else {})
     for key, value in (extra or {}).items():

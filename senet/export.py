@@ -7,6 +7,9 @@ logit by default): a file that would compute something else is never left behind
 preprocessing (input size, mean, std, ``crop_pct``, interpolation, class names) and name go into
 the file (ONNX ``metadata_props``; TorchScript ``_extra_files["senet.json"]``), in the JSON
 encoding of senet's safetensors metadata.
+
+With ``int8=`` (:class:`senet.lowprec.Int8`) the ONNX file is quantized to int8 after that check
+and kept only if its top-1 class agrees with fp32 on held-out images (:mod:`senet.lowprec`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +28,9 @@ from torch import nn
 from senet.errors import SenetError
 from senet.utils.atomic import atomic_path
 from senet.utils.limits import check_input_size, check_work_size
+
+if TYPE_CHECKING:
+    from senet.lowprec import Agreement, Int8
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -41,6 +47,8 @@ class Exported:
     max_rel_diff: float  # max |diff| over the largest |logit|
     shapes: list[tuple[int, ...]]  # the inputs it was checked on
     metadata: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"  # "int8" for a quantized file
+    agreement: Agreement | None = None  # an int8 file's agreement with fp32 on held-out inputs
 
 
 def preprocessing(model: nn.Module) -> dict[str, str]:
@@ -184,6 +192,7 @@ def export_model(
     opset: int | None = None,
     optimize: bool | None = None,
     tolerance: float = 1e-4,
+    int8: Int8 | None = None,
 ) -> Exported:
     """Write ``model`` (in eval mode) as ONNX or TorchScript to ``path``, verified (module docstring).
 
@@ -196,6 +205,10 @@ def export_model(
         optimize: run the ONNX exporter's graph optimisations (constant folding and the like;
             default on).
         tolerance: largest difference allowed, relative to the largest logit.
+        int8: quantize the ONNX file to int8 with these calibration and held-out inputs (their
+            size is the file's input size); the file is refused below ``int8.min_agreement``
+            top-1 agreement with fp32 (:func:`senet.lowprec.export_int8`). The result's
+            differences and :attr:`Exported.agreement` are then those on the held-out inputs.
 
     Raises:
         SenetError: an option that cannot be honoured (an opset the exporter does not write,
@@ -213,6 +226,20 @@ def export_model(
             math.isfinite(tolerance) and tolerance > 0):
         raise ValueError(f"tolerance must be a finite number > 0, got {tolerance!r}")
     path = Path(path)
+    if int8 is not None:
+        if format != "onnx":
+            raise SenetError(f"--int8 applies to ONNX files only, not to {format}")
+        if input_size is not None and tuple(input_size) != int8.input_size:
+            raise SenetError(f"input_size {tuple(input_size)} is not the size of the int8 calibration inputs "
+                             f"{int8.input_size}")
+        from senet.lowprec import export_int8
+
+        was_training = model.training
+        try:
+            return export_int8(model, path, int8, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size,
+                               opset=opset, optimize=optimize, tolerance=tolerance)
+        finally:
+            model.train(was_training)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     input_size = tuple(input_size or cfg.get("input_size") or (3, 224, 224))
     if len(input_size) != 3 or not all(isinstance(s, int) and s >= 1 for s in input_size):

@@ -56,3 +56,14 @@ def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto", help
     """The one ``--device`` option of every command: ``auto`` (CUDA when present), ``cpu``, ``cuda``."""
     p.add_argument("--device", default=default, choices=DEVICES,
                    help=help or "auto (CUDA when present, the default), cpu or cuda")
+
+
+#: the values of ``--precision``; ``senet.lowprec.check_precision`` says where each runs
+PRECISIONS = ("fp32", "bf16")
+
+
+def add_precision(p: argparse.ArgumentParser) -> None:
+    """The one ``--precision`` option of the inference commands (``predict``, ``eval``)."""
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (the default) or bf16: autocast, on CPUs and GPUs with bf16 units; the bf16 "
+                        "predictions are compared with fp32 (top-1 agreement, probability difference)")

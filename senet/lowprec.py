@@ -49,6 +49,8 @@ MIN_AGREEMENT = 0.99
 #: default numbers of calibration and held-out images (``senet export --calibration / --held-out``)
 CALIBRATION_IMAGES = 256
 HELD_OUT_IMAGES = 512
+#: where an int8 file computes the SE gate and scaling (:attr:`Int8.se_gate`)
+SE_GATES = ("int8", "float")
 _SEED = 0
 
 
@@ -213,12 +215,17 @@ class Int8:
             model are compared (:class:`Agreement`).
         min_agreement: the smallest top-1 agreement accepted (a fraction).
         batch_size: images per onnxruntime call (for files with a free batch size).
+        se_gate: ``"int8"`` (the default) quantizes the SE gate (sigmoid) and the channel-wise
+            scaling with the rest; ``"float"`` keeps those two operations in fp32 (their inputs
+            dequantized, their output quantized again). Measured in
+            ``benchmarks/lowprec.py`` (docs/results/lowprec.md).
     """
 
     calibration: torch.Tensor
     held_out: torch.Tensor
     min_agreement: float = MIN_AGREEMENT
     batch_size: int = 32
+    se_gate: str = "int8"
 
     def __post_init__(self) -> None:
         for name in ("calibration", "held_out"):
@@ -233,6 +240,8 @@ class Int8:
             raise ValueError(f"min_agreement must be a fraction in [0, 1], got {m!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.se_gate not in SE_GATES:
+            raise ValueError(f"se_gate must be one of {', '.join(SE_GATES)}, got {self.se_gate!r}")
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -352,6 +361,22 @@ def _global_pools(graph: Any) -> int:
     return count
 
 
+def _se_gate_nodes(graph: Any) -> list[str]:
+    """Names of the SE gates (``Sigmoid``) of an ONNX graph and of the ``Mul`` nodes that scale a
+    tensor by one of them (eq. 4), naming unnamed nodes on the way."""
+    gates = set()
+    names = []
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"{node.op_type.lower()}_{i}"
+        if node.op_type == "Sigmoid":
+            gates.add(node.output[0])
+            names.append(node.name)
+        elif node.op_type == "Mul" and gates.intersection(node.input):
+            names.append(node.name)
+    return names
+
+
 class _Reader:
     """onnxruntime's ``CalibrationDataReader`` protocol over batches of a tensor."""
 
@@ -414,6 +439,7 @@ def _quantize(fp32: Path, out: Path, work: Path, int8: Int8) -> None:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     model = onnx.load(str(pre))
     _global_pools(model.graph)
+    keep_float = _se_gate_nodes(model.graph) if int8.se_gate == "float" else []
     onnx.save(model, str(pre))
     session = onnx_session(pre)
     name = session.get_inputs()[0].name
@@ -427,7 +453,7 @@ def _quantize(fp32: Path, out: Path, work: Path, int8: Int8) -> None:
         try:
             quantize_static(str(pre), str(out), _Reader(name, calibration, batch), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float)
         except Exception as e:  # noqa: BLE001 (onnxruntime's quantizer raises many types)
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SenetError(f"int8 quantization failed: {detail[:300]}") from None
@@ -475,7 +501,7 @@ def export_int8(model: nn.Module, path: Path, int8: Int8, *, dynamic_batch: bool
         del session
         meta = {**preprocessing(model), "precision": json.dumps("int8"),
                 "int8_agreement": json.dumps(agreement.to_json()),
-                "int8_calibration_images": json.dumps(len(int8.calibration))}
+                "int8_calibration_images": json.dumps(len(int8.calibration)), "int8_se_gate": json.dumps(int8.se_gate)}
         written = onnx.load(str(quantized))
         del written.metadata_props[:]
         for key, value in meta.items():

@@ -9,11 +9,14 @@ in a carried folder, the package from the working tree.
    the CIFAR ResNet-110 and SE-ResNet-110 at batch 128, and of ``senet train``'s ImageNet stream
    pipeline (JPEG decoding by DataLoader workers, random-size crops) for ``se_resnet50`` at 224
    on a synthetic ImageFolder tree it writes.
-2. Paired runs: the paper's ``cifar10/se_resnet110`` and ``cifar10/resnet110`` recipes (164
-   epochs), ``--pairs`` seeds each, all processes at once on the one GPU. At the deadline the
-   processes are killed (resume from a checkpoint is exact, ``tests/test_resume.py``); their run
-   folders are packed into ``state.tar.partNN`` files in ``--out`` for the next session's
-   ``--resume-from``.
+2. Paired runs: the paper's ``cifar10/se_resnet110`` recipe (164 epochs) and its baseline
+   without SE trained the same way (``cifar10-resnet110``), ``--pairs`` seeds each: the runs
+   ``senet ablate --study se`` plans (:func:`senet.analysis.ablate.plan_study`), but all
+   processes at once on the one GPU. A run folder that is finished is kept, a partial one
+   resumed (:func:`senet.analysis.ablate_run.run_state`, as ``ablate`` decides). At the
+   deadline the processes are killed (resume from a checkpoint is exact,
+   ``tests/test_resume.py``); their run folders are packed into ``state.tar.partNN`` files in
+   ``--out`` for the next session's ``--resume-from``.
 3. ``results.json`` (throughput, per run: epochs done, last test error, finished or not) and
    ``results.md``, and ``curves.png`` (test error per epoch of every run).
 
@@ -24,11 +27,9 @@ in a carried folder, the package from the working tree.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,8 +44,7 @@ if str(HERE) not in sys.path:
 
 PART_BYTES = 15 * 2**20  # what one file back from the device may hold (16 MiB) with a margin
 STATE = "state.tar.part"
-KEEP = ("config.yaml", "version.json", "metrics.csv", "summary.json", "checkpoint.pt", "events.log",
-        "model.safetensors")  # not checkpoint.prev.pt: the files back are few and small
+clock = time.time  # the deadline's clock: tests move it on instead of waiting the budget out
 
 
 def log(text: str) -> None:
@@ -112,7 +112,9 @@ def stream_throughput(work: Path, model: str, batch: int, steps: int, workers: i
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
-    summary = json.loads((out / "summary.json").read_text())
+    from senet.train.rundir import RunDir
+
+    summary = RunDir(out).summary()
     res = {"model": model, "batch": batch, "steps": summary["steps"], "workers": workers, "crop": crop,
            "images_per_s": summary["images_per_s"], "wall_s": time.perf_counter() - t}
     log(f"stream pipeline {model} at {crop}: {res['images_per_s']:.0f} img/s over {res['steps']} steps "
@@ -132,10 +134,13 @@ def unpack(parts_dir: Path, work: Path) -> list[str]:
 
 
 def pack(work: Path, out: Path) -> list[Path]:
-    buf = io.BytesIO()
+    from senet.train.rundir import CHECKPOINT, CONFIG, EVENTS, METRICS_CSV, SUMMARY, VERSION, WEIGHTS
+
+    keep = (CONFIG, VERSION, METRICS_CSV, SUMMARY, CHECKPOINT, EVENTS, WEIGHTS)  # not the previous
+    buf = io.BytesIO()  # checkpoint: the files back are few and small
     with tarfile.open(fileobj=buf, mode="w:") as tar:
         for run in sorted((work / "runs").iterdir()):
-            for name in KEEP:
+            for name in keep:
                 if (run / name).is_file():
                     tar.add(run / name, arcname=f"runs/{run.name}/{name}")
     data = buf.getvalue()
@@ -147,29 +152,38 @@ def pack(work: Path, out: Path) -> list[Path]:
     return paths
 
 
-def paired_runs(work: Path, data: str, recipes: list[str], seeds: list[int], overrides: list[str],
-                deadline: float, device: str, resumed: list[str]) -> list[dict]:
+def run_name(plan, run) -> str:
+    """``cifar10-resnet110-seed0``: a run named as the built-in recipe of its model is (the
+    study recipe's folder, the model without its ``cifar_`` prefix), and its seed."""
+    group = Path(plan.recipe).parent.name or Path(plan.recipe).stem
+    return f"{group}-{run.cell.model.removeprefix('cifar_')}-seed{run.seed}"
+
+
+def paired_runs(work: Path, plan, deadline: float, device: str) -> list[dict]:
+    """Every run of ``plan`` as its own ``senet train`` process, all at once, until they end or
+    the deadline: a finished run is kept, a partial one resumed, a fresh one created with the
+    plan's configuration first (so that every start is ``senet train --resume``)."""
+    from senet.analysis.ablate_run import run_state
+    from senet.train.rundir import FINISHED, FRESH, PARTIAL, RunDir
+
     runs_dir = work / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     procs = []
-    for seed in seeds:
-        for recipe in recipes:
-            name = f"{recipe.replace('/', '-')}-seed{seed}"
-            folder = runs_dir / name
-            if (folder / "summary.json").is_file():
-                procs.append((name, None, None))
-                continue
-            if name in resumed and (folder / "checkpoint.pt").is_file():
-                cmd = senet_cmd("train", "--resume", str(folder), "--no-progress", "--device", device)
-            else:
-                shutil.rmtree(folder, ignore_errors=True)
-                cmd = senet_cmd("train", "--recipe", recipe, "--data", data, "--out", str(folder), "--seed", str(seed),
-                                "--no-progress", "--device", device, *[a for o in overrides for a in ("--set", o)])
-            logf = open(work / f"{name}.log", "a")
-            procs.append((name, subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True),
-                          logf))
-            log(f"started {name}{' (resumed)' if '--resume' in cmd else ''}")
-    while any(p is not None and p.poll() is None for _, p, _ in procs) and time.time() < deadline:
+    for run in plan.runs:
+        name = run_name(plan, run)
+        folder = runs_dir / name
+        state = run_state(folder, run.config)
+        if state == FINISHED:
+            procs.append((name, None, None))
+            continue
+        if state == FRESH:
+            RunDir.create(folder, run.config).release()
+        cmd = senet_cmd("train", "--resume", str(folder), "--no-progress", "--device", device)
+        logf = open(work / f"{name}.log", "a")
+        procs.append((name, subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True),
+                      logf))
+        log(f"started {name}{' (resumed)' if state == PARTIAL else ''}")
+    while any(p is not None and p.poll() is None for _, p, _ in procs) and clock() < deadline:
         time.sleep(1.0)
     status = []
     for name, p, logf in procs:
@@ -189,14 +203,13 @@ def paired_runs(work: Path, data: str, recipes: list[str], seeds: list[int], ove
 
 
 def run_progress(folder: Path) -> dict:
-    rows = []
-    if (folder / "metrics.csv").is_file():
-        rows = [r for r in csv.DictReader((folder / "metrics.csv").read_text().splitlines()) if r.get("test_top1_err")]
+    from senet.train.rundir import FINISHED, RunDir
+
+    run = RunDir(folder)
+    rows = [r for r in run.metrics() if "test_top1_err" in r]
     last = rows[-1] if rows else {}
-    return {"epochs": float(last["epoch"]) if last else 0.0,
-            "test_top1_err": float(last["test_top1_err"]) if last else None,
-            "curve": [(float(r["epoch"]), float(r["test_top1_err"])) for r in rows],
-            "finished": (folder / "summary.json").is_file()}
+    return {"epochs": last.get("epoch", 0.0), "test_top1_err": last.get("test_top1_err"),
+            "curve": [(r["epoch"], r["test_top1_err"]) for r in rows], "finished": run.state() == FINISHED}
 
 
 # ------------------------------------------------------------------ 3. report
@@ -244,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=520.0, help="seconds this script may take in all")
     p.add_argument("--reserve", type=float, default=25.0, help="seconds kept for packing and the report")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--recipes", nargs="+", default=["cifar10/se_resnet110", "cifar10/resnet110"])
-    p.add_argument("--pairs", type=int, default=2, help="seeds per recipe, all trained at once")
+    p.add_argument("--recipe", default="cifar10/se_resnet110",
+                   help="the SE recipe; its baseline without SE is trained the same way (senet ablate --study se)")
+    p.add_argument("--pairs", type=int, default=2, help="seeds of each of the two, all trained at once")
     p.add_argument("--set", dest="overrides", action="append", default=["run.checkpoint_every=100"],
                    help="override for every paired run (senet train --set)")
     p.add_argument("--throughput-models", nargs="*", default=["cifar_resnet110", "cifar_se_resnet110"])
@@ -256,13 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream", nargs=5, type=int, default=[256, 30, 14, 256, 224],
                    metavar=("BATCH", "STEPS", "WORKERS", "SIDE", "CROP"), help="the stream pipeline check (0 steps: skip it)")
     args = p.parse_args(argv)
-    start = time.time()
+    start = clock()
     deadline = start + args.budget - args.reserve
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import torch
 
+    from senet.analysis.ablate import plan_study
     from timing import machine_info
+
+    # the runs `senet ablate --study se` would train, planned before anything is spent
+    plan = plan_study("se", args.recipe, [*args.overrides, {"data": {"path": args.data}}], seeds=args.pairs)
 
     info = machine_info()
     device = args.device if args.device != "cuda" or torch.cuda.is_available() else "cpu"
@@ -279,11 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     if steps:
         results["stream"] = stream_throughput(work, args.stream_model, batch, steps, workers, side, crop, device)
     log(f"paired runs until {time.strftime('%H:%M:%S', time.localtime(deadline))}")
-    results["runs"] = paired_runs(work, args.data, args.recipes, list(range(args.pairs)), args.overrides, deadline,
-                                  device, resumed)
+    results["runs"] = paired_runs(work, plan, deadline, device)
     parts = pack(work, out)
     results["state_parts"] = [p.name for p in parts]
-    results["seconds"] = time.time() - start
+    results["seconds"] = clock() - start
     report(out, results)
     size = sum(p.stat().st_size for p in parts) / 2**20
     log(f"wrote {out / 'results.md'}, {len(parts)} state part(s) ({size:.1f} MiB)")

@@ -30,6 +30,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from timing import cuda_sync, machine_info, write_report  # noqa: E402
 
+from senet.utils.device import DEVICES  # noqa: E402
+
 TARGET = 0.95
 
 
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="steps per epoch (and per bare loop)")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--data", help="CIFAR-10 location (default: searched as by `senet train`)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)

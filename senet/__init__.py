@@ -11,7 +11,7 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.1.0"
+from senet.version import __version__
 
 _EXPORTS = {
     "Complexity": "senet.complexity",

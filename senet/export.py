@@ -4,17 +4,17 @@
 ONNX, ``torch.jit.load`` for TorchScript) on random inputs, compares with PyTorch, and renames the
 file into place only if the largest difference is within ``tolerance`` (1e-4 of the largest
 logit by default): a file that would compute something else is never left behind. The model's
-preprocessing (input size, mean, std, ``crop_pct``, interpolation, class names) and name go into
-the file (ONNX ``metadata_props``; TorchScript ``_extra_files["senet.json"]``), in the JSON
-encoding of senet's safetensors metadata.
+name, keywords and preprocessing (input size, mean, std, ``crop_pct``, interpolation, class
+names) go into the file (ONNX ``metadata_props``; TorchScript ``_extra_files["senet.json"]``):
+the header of senet's weight files (:mod:`senet.weights.metadata`), which
+:func:`senet.read_metadata` reads back.
 
-With ``int8=`` (:class:`senet.lowprec.Int8`) the ONNX file is quantized to int8 after that check
-and kept only if its top-1 class agrees with fp32 on held-out images (:mod:`senet.lowprec`).
+With ``int8=`` (:class:`senet.int8.Int8`) the ONNX file is quantized to int8 after that check
+and kept only if its top-1 class agrees with fp32 on held-out images (:mod:`senet.int8`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -26,15 +26,18 @@ import torch
 from torch import nn
 
 from senet.errors import SenetError
+from senet.models._pretrained import file_header
 from senet.utils.atomic import atomic_path
 from senet.utils.limits import check_input_size, check_work_size
+from senet.utils.quiet import quiet
+from senet.weights.io import EXPORT_EXTRA_FILE
 
 if TYPE_CHECKING:
-    from senet.lowprec import Agreement, Int8
+    from senet.int8 import Int8
+    from senet.lowprec import Agreement
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
-EXTRA_FILE = "senet.json"
 
 
 @dataclass(frozen=True)
@@ -49,22 +52,6 @@ class Exported:
     metadata: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"  # "int8" for a quantized file
     agreement: Agreement | None = None  # an int8 file's agreement with fp32 on held-out inputs
-
-
-def preprocessing(model: nn.Module) -> dict[str, str]:
-    """The model's name and pretrained config as string entries (JSON values), for a file's metadata."""
-    from senet import __version__
-
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    spec = getattr(model, "senet_spec", None)
-    out = {"format": "senet", "senet_version": __version__}
-    if spec is not None:
-        out["model"] = spec.name
-    for key in ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes", "classes"):
-        if cfg.get(key) is not None:
-            value = cfg[key]
-            out[key] = json.dumps(list(value) if isinstance(value, tuple) else value)
-    return out
 
 
 def _shapes(input_size: tuple[int, ...], dynamic_batch: bool, dynamic_size: bool) -> list[tuple[int, ...]]:
@@ -90,18 +77,6 @@ def _check(outputs: list[torch.Tensor], refs: list[torch.Tensor], tolerance: flo
                          f"{abs_diff:.3g} for logits up to {scale:.3g} ({rel:.2g} relative, tolerance {tolerance:g}); "
                          "nothing was written")
     return abs_diff, rel
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """The exporters print progress and warnings of their own; kept for the error message."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield out
 
 
 def onnx_opsets() -> range:
@@ -135,7 +110,7 @@ def _onnx(model: nn.Module, tmp: Path, example: torch.Tensor, meta: dict[str, st
           dynamic_size: bool, opset: int | None, optimize: bool) -> None:
     auto = torch.export.Dim.AUTO
     dims = {**({0: auto} if dynamic_batch else {}), **({2: auto, 3: auto} if dynamic_size else {})}
-    with _quiet() as log:
+    with quiet() as log:
         try:
             # torch.export first, on its own: the ONNX exporter would otherwise fall back to other
             # capture strategies, and a program that torch.export cannot capture is worth naming
@@ -159,16 +134,14 @@ def _onnx(model: nn.Module, tmp: Path, example: torch.Tensor, meta: dict[str, st
 
 
 def _run_onnx(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise SenetError("verifying an ONNX file needs onnxruntime (pip install onnxruntime)") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return [torch.from_numpy(session.run(None, {"input": x.detach().cpu().float().numpy()})[0]) for x in inputs]
+    from senet.onnx_runtime import onnx_session, run_session
+
+    session = onnx_session(path)
+    return [run_session(session, x.detach().cpu(), len(x)) for x in inputs]
 
 
 def _torchscript(model: nn.Module, tmp: Path, meta: dict[str, str]) -> None:
-    with _quiet():
+    with quiet():
         try:
             scripted = torch.jit.script(model)
         except Exception as e:  # noqa: BLE001
@@ -176,7 +149,7 @@ def _torchscript(model: nn.Module, tmp: Path, meta: dict[str, str]) -> None:
         # into memory first: torch.jit.save's own file writer aborts the process (C++ c10::Error)
         # on a full disk; Python's writes fail with an OSError that names the file
         buf = io.BytesIO()
-        torch.jit.save(scripted, buf, _extra_files={EXTRA_FILE: json.dumps(meta)})
+        torch.jit.save(scripted, buf, _extra_files={EXPORT_EXTRA_FILE: json.dumps(meta)})
     with open(tmp, "wb") as f:
         f.write(buf.getbuffer())
 
@@ -207,7 +180,7 @@ def export_model(
         tolerance: largest difference allowed, relative to the largest logit.
         int8: quantize the ONNX file to int8 with these calibration and held-out inputs (their
             size is the file's input size); the file is refused below ``int8.min_agreement``
-            top-1 agreement with fp32 (:func:`senet.lowprec.export_int8`). The result's
+            top-1 agreement with fp32 (:mod:`senet.int8`). The result's
             differences and :attr:`Exported.agreement` are then those on the held-out inputs.
 
     Raises:
@@ -232,14 +205,22 @@ def export_model(
         if input_size is not None and tuple(input_size) != int8.input_size:
             raise SenetError(f"input_size {tuple(input_size)} is not the size of the int8 calibration inputs "
                              f"{int8.input_size}")
-        from senet.lowprec import export_int8
+        import tempfile
+
+        from senet.int8 import int8_ready, quantize_checked
 
         was_training = model.training
         try:
-            return export_int8(model, path, int8, dynamic_batch=dynamic_batch, dynamic_size=dynamic_size,
-                               opset=opset, optimize=optimize, tolerance=tolerance)
+            model.eval()
+            with tempfile.TemporaryDirectory(prefix="senet-int8-") as tmp:
+                fp32 = export_model(int8_ready(model), Path(tmp) / "fp32.onnx", input_size=int8.input_size,
+                                    dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, opset=opset,
+                                    optimize=optimize, tolerance=tolerance)
+                q = quantize_checked(model, fp32.path, fp32.shapes, path, int8)
         finally:
             model.train(was_training)
+        return Exported(path, "onnx", q.max_abs_diff, q.max_rel_diff, q.shapes, q.metadata, precision="int8",
+                        agreement=q.agreement)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     input_size = tuple(input_size or cfg.get("input_size") or (3, 224, 224))
     if len(input_size) != 3 or not all(isinstance(s, int) and s >= 1 for s in input_size):
@@ -250,7 +231,7 @@ def export_model(
         check_work_size(f"--input-size {input_size[-1]}", shape, param.element_size())
     was_training = model.training
     model.eval()
-    meta = preprocessing(model)
+    meta = file_header(model)
     try:
         check_input_size(model, input_size, "--input-size")
         inputs = _inputs(shapes, param)
@@ -268,7 +249,7 @@ def export_model(
                 outputs = _run_onnx(tmp, inputs)
             else:
                 _torchscript(model, tmp, meta)
-                with _quiet():
+                with quiet():
                     loaded = torch.jit.load(str(tmp), map_location=inputs[0].device)
                 with torch.no_grad():
                     outputs = [loaded(x).cpu() for x in inputs]
@@ -276,24 +257,3 @@ def export_model(
     finally:
         model.train(was_training)
     return Exported(path, format, abs_diff, rel_diff, [tuple(x.shape) for x in inputs], meta)
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The preprocessing and model name recorded in an exported file (JSON values decoded)."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        import onnx
-
-        raw = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    else:
-        files = {EXTRA_FILE: ""}
-        with _quiet():
-            torch.jit.load(str(path), _extra_files=files)
-        raw = json.loads(files[EXTRA_FILE] or "{}")
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        try:
-            out[key] = json.loads(value) if key not in ("format", "model", "senet_version") else value
-        except json.JSONDecodeError:
-            out[key] = value
-    return out

@@ -14,9 +14,10 @@ from torch import nn
 
 from senet.data.decode import decode_image
 from senet.data.imagefolder import is_image_name
-from senet.data.transforms import DataConfig, check_eval_sizes, eval_crops, normalize
+from senet.data.transforms import check_eval_sizes, eval_crops, normalize
 from senet.errors import DataError
 from senet.lowprec import Agreement, AgreementMeter, at_precision
+from senet.preprocess import PretrainedCfg
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def _decoded(paths: Sequence[Path], skip_corrupt: bool, on_skip: Callable[[Path,
 def predict(
     model: nn.Module,
     paths: Sequence[Path],
-    cfg: DataConfig,
+    cfg: PretrainedCfg,
     *,
     topk: int = 5,
     batch_size: int = 32,

@@ -169,7 +169,7 @@ class SEResidual(ResidualUnit):
             if not hasattr(block, name):
                 raise ValueError(f"the ResidualLayout of {_qualname(type(block))} names {name!r}, "
                                  "which the block does not have")
-        clash = {"se", "placement", "fuse_se"} & {n for n, _ in block.named_children()}
+        clash = {"se", "placement", "fuse_se", "concat_paths"} & {n for n, _ in block.named_children()}
         if clash:
             raise ValueError(f"{_qualname(type(block))} has children named {sorted(clash)}; add_se needs those names")
         for name, child in block.named_children():

@@ -15,11 +15,10 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFile
 
+import senet
 from senet.data import EpochOrder, stream_transforms
 from senet.data.decode import decode_image
 from senet.data.stream import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     EpochBatchSampler,
     StreamingImageFolder,
     eval_loader,
@@ -27,6 +26,7 @@ from senet.data.stream import (
     train_loader,
 )
 from senet.errors import DataError
+from senet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from tests.data_helpers import tar_folder
 
 CLASSES = ("ant", "bee", "cow")
@@ -70,7 +70,8 @@ def _batches(loader: torch.utils.data.DataLoader) -> list[tuple[torch.Tensor, to
 
 
 def test_constants_and_pinned_sample_seeds() -> None:
-    assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
+    cfg = senet.model_info("se_resnet50").cfg  # what its released weights expect (test_timm_compat: timm's)
+    assert (IMAGENET_MEAN, IMAGENET_STD) == (cfg.mean, cfg.std)
     # pinned: a run resumed by a later version must see the same augmentations
     assert sample_seed(0, 0, 0) == 6887765175207290075
     assert sample_seed(1, 2, 3) == 7920589738952054264

@@ -9,7 +9,8 @@ import torch
 import senet
 from senet.cli.main import main
 from senet.errors import SenetError
-from senet.export import export_model, read_metadata
+from senet.export import export_model
+from senet.models import read_metadata
 from tests.model_cases import FAMILY_CASES, IDS, small
 
 pytest.importorskip("onnxruntime")
@@ -18,9 +19,9 @@ pytest.importorskip("onnxruntime")
 def _check_metadata(path, model) -> None:
     meta = read_metadata(path)
     cfg = model.pretrained_cfg
-    assert meta["model"] == model.senet_spec.name and meta["format"] == "senet"
-    assert meta["input_size"] == list(cfg["input_size"]) and meta["mean"] == list(cfg["mean"])
-    assert meta["crop_pct"] == cfg["crop_pct"] and meta["interpolation"] == cfg["interpolation"]
+    assert meta.model == model.senet_spec.name and meta.format == "senet"
+    assert meta.data["input_size"] == list(cfg["input_size"]) and meta.data["mean"] == list(cfg["mean"])
+    assert meta.data["crop_pct"] == cfg["crop_pct"] and meta.data["interpolation"] == cfg["interpolation"]
 
 
 @pytest.mark.parametrize("name,kwargs,side", FAMILY_CASES, ids=IDS)
@@ -70,14 +71,15 @@ def test_export_cli(tmp_path, capsys):
     weights = senet.save_weights(saved, tmp_path / "w.safetensors", classes=["a", "b", "c", "d"])
     assert main(["export", "--weights", str(weights), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
     assert "largest difference from PyTorch" in capsys.readouterr().out
-    assert read_metadata(tmp_path / "m.pt")["classes"] == ["a", "b", "c", "d"]
+    assert read_metadata(tmp_path / "m.pt").classes == ["a", "b", "c", "d"]
+    assert read_metadata(tmp_path / "m.pt") == read_metadata(weights)  # one header: the weight file's
     loaded = torch.jit.load(str(tmp_path / "m.pt"))
     x = torch.randn(1, 3, 40, 40)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), saved.eval()(x))
     assert main(["export", "--model", "cifar_resnet20", "--format", "onnx", "--dynamic-batch", "--no-optimize",
                  "--out", str(tmp_path / "r.onnx")]) == 0
-    assert read_metadata(tmp_path / "r.onnx")["model"] == "cifar_resnet20"
+    assert read_metadata(tmp_path / "r.onnx").model == "cifar_resnet20"
     assert main(["export", "--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["export", "--pretrained"]) == 2

@@ -15,7 +15,8 @@ def test_hubconf_exposes_every_model():
     spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
     hubconf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hubconf)
-    assert sorted(hubconf.__all__) == senet.list_models() and all(callable(getattr(hubconf, n)) for n in hubconf.__all__)
+    # what torch.hub.load looks up: a callable module attribute of that name
+    assert all(callable(getattr(hubconf, n, None)) for n in senet.list_models())
 
 
 @pytest.mark.parametrize("reduction", [None, 8])

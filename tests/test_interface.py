@@ -4,6 +4,7 @@ meta device: head options, feature_info and features_only, stage numbering, keyw
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -98,6 +99,38 @@ def test_common_keywords(name):
         meta_model(name, no_such_option=1)
 
 
+# numeric keywords out of range, with the range the error must state
+BAD_NUMBERS = [
+    ("num_classes", -1, ">= 0"), ("num_classes", 2.0, ">= 0"), ("in_chans", 0, ">= 1"), ("in_chans", -3, ">= 1"),
+    ("in_chans", True, ">= 1"), ("widths", [16, 0, 64], ">= 1"), ("blocks", [1, -1, 1], ">= 1"),
+    ("layers", [1, 1, 0], ">= 1"), ("groups", 0, ">= 1"), ("width_per_group", -4, ">= 1"),
+    ("down_kernel", 0, ">= 1"), ("cardinality", 0, ">= 1"), ("stem_width", 0, ">= 1"), ("mlp_width", 0, ">= 1"),
+    ("reduction", 0, "> 0"), ("reduction", math.inf, "> 0"), ("se_divisor", 0, ">= 1"), ("se_stages", [-1], ">= 0"),
+    ("width_mult", -0.5, "> 0"), ("first_ratio", math.nan, "> 0"), ("drop_rate", 1.5, "in [0, 1)"),
+    ("drop_path_rate", -0.1, "in [0, 1)"), ("dropout", 1.0, "in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_numeric_keywords_are_range_checked(name):
+    """Every numeric keyword a model takes is checked in the builder: a ValueError naming it and
+    its range, before anything is built; sizes no machine has are refused before allocating."""
+    takes = set(model_keywords(senet.model_info(name))) | {"num_classes"}
+    probes = [(k, v, allowed) for k, v, allowed in BAD_NUMBERS if k in takes]
+    assert len(probes) >= 5
+    for key, value, allowed in probes:
+        with pytest.raises(ValueError, match=rf"{key} must be .*{re.escape(allowed)}.*, got {re.escape(repr(value))}"):
+            meta_model(name, **{key: value})
+    with pytest.raises(ValueError, match=r"num_classes=1000000000000 would need at least [\d.e+]+ TiB.*at most 8 GiB"):
+        meta_model(name, num_classes=10**12)
+
+
+
+def test_keywords_that_leave_a_layer_empty_are_refused():
+    with pytest.raises(ValueError, match=r"senet154 with groups=1, width_per_group=1 would have a layer without channels"):
+        meta_model("senet154", groups=1, width_per_group=1)  # SENet-154's first 1x1: int(1 * 0.5) = 0 wide
+
+
 RESIDUAL_FAMILIES = {"resnet", "cifar_resnet", "wide_resnet", "shake_shake", "inception_resnet_v2", "shufflenet"}
 
 
@@ -147,7 +180,7 @@ def test_pretrained_false_and_none_build_without_weights():
 
 
 def test_torchvision_fpn_takes_the_features():
-    torchvision = pytest.importorskip("torchvision")
+    pytest.importorskip("torchvision")
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.ops import FeaturePyramidNetwork
 
@@ -162,4 +195,3 @@ def test_torchvision_fpn_takes_the_features():
     model = senet.create_model("se_resnet18")
     whole = BackboneWithFPN(model, {"layer2": "0", "layer4": "1"}, [128, 512], 16)
     assert [m.shape[-1] for m in whole(x).values()] == [8, 2, 1]
-    assert torchvision.ops.misc is not None

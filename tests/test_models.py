@@ -16,10 +16,18 @@ def _small_input(name: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, c, side, side)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_forward_backward_shapes(name):
+@pytest.fixture(scope="module", params=MODELS)
+def built(request):
+    """(name, model) for the checks below: each registered model built once (pytest groups the
+    tests by model; initialising the large ones costs more than running them)."""
     torch.manual_seed(0)
-    model = senet.create_model(name, num_classes=7)
+    return request.param, senet.create_model(request.param, num_classes=7)
+
+
+def test_forward_backward_shapes(built):
+    name, model = built
+    model.train().zero_grad(set_to_none=True)
+    torch.manual_seed(0)
     x = _small_input(name)
     out = model(x)
     assert out.shape == (2, 7) and torch.isfinite(out).all()
@@ -28,17 +36,20 @@ def test_forward_backward_shapes(name):
     assert not missing, f"parameters without gradient: {missing[:5]}"
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_se_blocks_are_all_called(name):
+def test_se_blocks_are_all_called(built):
     """Each SE block runs exactly once per forward pass (spec section 9)."""
-    model = senet.create_model(name).eval()
+    name, model = built
+    model.eval()
     se = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
     assert bool(se) == senet.model_info(name).has_se
     calls = []
-    for m in se:
-        m.register_forward_hook(lambda mod, i, o: calls.append(mod))
-    with torch.no_grad():
-        model(_small_input(name, 1))
+    hooks = [m.register_forward_hook(lambda mod, i, o: calls.append(mod)) for m in se]
+    try:
+        with torch.no_grad():
+            model(_small_input(name, 1))
+    finally:
+        for h in hooks:
+            h.remove()
     assert len(calls) == len(se) and {id(m) for m in calls} == {id(m) for m in se}
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 import senet
 from senet.cli.main import main
-from senet.data.transforms import batch_transform, eval_crops, normalize, resolve_data_config
+from senet.data.transforms import batch_transform, eval_crops, normalize, resolve_data_config, to_grey
 from tests.conftest import make_tree, randomise
 
 
@@ -98,3 +98,39 @@ def test_stored_images_of_the_right_size_are_only_normalised():
     batch = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
     assert torch.equal(batch_transform(cfg, (32, 32))(batch), normalize(batch, cfg))
     assert batch_transform(cfg, (32, 32), ten_crop=True)(batch).shape == (20, 3, 32, 32)
+
+
+def test_grey_is_pils():
+    img = np.random.default_rng(0).integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    batch = torch.from_numpy(img).permute(2, 0, 1)[None]
+    assert torch.equal(to_grey(batch)[0, 0], torch.from_numpy(np.array(Image.fromarray(img).convert("L"))))
+
+
+@torch.no_grad()
+def test_one_channel_models_get_grey_images(tmp_path, capsys):
+    """An in_chans=1 model's config has one mean and std (the RGB ones averaged, as its first
+    convolution sums the RGB weights): timm's transforms work on it, and predict and eval feed it
+    grey images; channel counts the pipeline cannot make are a clear error."""
+    timm = pytest.importorskip("timm")
+    rgb = randomise(senet.create_model("cifar_resnet20", num_classes=4)).eval()
+    path = senet.save_weights(rgb, tmp_path / "rgb.safetensors", classes=[f"class{i}" for i in range(4)])
+    grey = senet.create_model(pretrained=path, in_chans=1).eval()
+    mean, std = senet.model_info("cifar_resnet20").mean, senet.model_info("cifar_resnet20").std
+    assert grey.pretrained_cfg["mean"] == pytest.approx((sum(mean) / 3,))
+    assert grey.pretrained_cfg["std"] == pytest.approx((sum(std) / 3,))
+    config = timm.data.resolve_data_config(model=grey)
+    x = timm.data.create_transform(**config)(Image.new("L", (40, 36), 128))
+    assert x.shape == (1, 32, 32) and grey(x[None]).shape == (1, 4)
+    weights = senet.save_weights(grey, tmp_path / "grey.safetensors")
+    assert senet.read_metadata(weights).mean == grey.pretrained_cfg["mean"]
+    tree = make_tree(tmp_path / "tree", classes=4, train=1, test=2, size=32)
+    assert main(["predict", str(tree / "train"), "--weights", str(weights), "--topk", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("%") == 4
+    assert main(["eval", "--weights", str(weights), "--dataset", "imagefolder", "--data", str(tree)]) == 0
+    capsys.readouterr()
+    four = senet.save_weights(senet.create_model("cifar_resnet20", in_chans=4), tmp_path / "four.safetensors")
+    assert main(["predict", str(tree / "train"), "--weights", str(four)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "4-channel" in err and "grey (1 channel)" in err
+    with pytest.raises(ValueError, match="one mean and std value per input channel"):
+        senet.save_weights(grey, tmp_path / "x.safetensors", mean=mean, std=std)

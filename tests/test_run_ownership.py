@@ -145,3 +145,27 @@ def test_create_refuses_a_folder_holding_a_run(tiny_tree, tmp_path):
     with RunDir.create(tmp_path / "run", cfg):
         with pytest.raises(SenetError, match="already holds files; continue it with --resume"):
             RunDir.create(tmp_path / "run", cfg)
+
+
+def test_what_a_run_folder_holds_is_one_answer(tmp_path):
+    """RunDir.state(), which `train --resume`, `ablate` and the GPU kit act on: nothing (or a
+    dead owner's lock file) is fresh, files without config.yaml are no run, a run is partial
+    until its summary.json is written."""
+    from senet.train.rundir import FINISHED, FOREIGN, FRESH, PARTIAL
+
+    cfg = resolve(None, [{"data": {"dataset": "imagefolder"}}])
+    assert RunDir(tmp_path / "missing").state() == FRESH
+    (tmp_path / "locked").mkdir()
+    lock = FolderLock(tmp_path / "locked")
+    lock.acquire().release()
+    assert lock.path.is_file() and RunDir(tmp_path / "locked").state() == FRESH
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert RunDir(tmp_path / "other").state() == FOREIGN
+    with pytest.raises(SenetError, match="is not a senet run directory"):
+        RunDir.open(tmp_path / "other")
+    run = RunDir.create(tmp_path / "run", cfg)
+    run.release()
+    assert run.state() == PARTIAL and run.metrics() == []  # no epoch has ended
+    run.write_summary({"test_top1_err": 0.25, "test_top5_err": 0.05})
+    assert RunDir.open(tmp_path / "run").state() == FINISHED

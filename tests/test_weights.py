@@ -1,14 +1,18 @@
 """Weights people already have: timm / Cadene checkpoints, senet-native files, safety.
 
-Equivalence tests save a randomly initialised timm model (with every BatchNorm statistic and
-affine parameter and every SE bias randomised, so that a wrong mapping or layout shows) to a
-file, load it with senet and compare logits in fp32 eval mode: at most 1e-5 apart, absolute.
-(With BN scales drawn from [0.5, 1] the random logits stay within about 0.3 to 150, and the
-largest difference seen is about 1e-6; plain ResNets match exactly.)
+Every timm / Cadene model with a senet counterpart is loaded on the meta device (keys and
+shapes: strict, no memory, no initialisation). One full-size model per layout and block kind
+goes through a file and a logit comparison: a randomly initialised timm model (with every
+BatchNorm statistic and affine parameter and every SE bias randomised, so that a wrong mapping or
+layout shows) is saved, loaded with senet and compared in fp32 eval mode: at most 1e-5 apart,
+absolute. (With BN scales drawn from [0.5, 1] the random logits stay within about 0.3 to 150, and
+the largest difference seen is about 1e-6; plain ResNets match exactly.) Depths of one family
+differ only in how many blocks the same key map renames, which the meta check covers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -61,14 +65,23 @@ TIMM_BASELINES = [
     ("resnext50_32x4d", "resnext50_32x4d"),
     ("resnext101_32x4d", "resnext101_32x4d"),
 ]
-# extra runs: safetensors files, and 99x99 inputs (stem output 50x50: ceil-mode pooling matters)
-EXTRA = [
+PAIRS = LEGACY + TIMM_SE + TIMM_BASELINES
+# (timm name, senet name, file suffix, input side) for the logit check: each layout (Cadene,
+# timm) with basic and bottleneck blocks, grouped convolutions and SENet-154's stem and
+# downsampling, the baseline without SE; both file formats; 99x99 inputs (stem output 50x50:
+# ceil-mode pooling matters)
+LOGITS = [
+    ("legacy_seresnet18", "se_resnet18", ".pth", 64),
     ("legacy_seresnet50", "se_resnet50", ".safetensors", 64),
     ("legacy_seresnet50", "se_resnet50", ".pth", 99),
-    ("seresnext50_32x4d", "se_resnext50_32x4d", ".safetensors", 99),
+    ("legacy_seresnext26_32x4d", "se_resnext26_32x4d", ".pth", 64),
     ("legacy_senet154", "senet154", ".safetensors", 99),
+    ("seresnet18", "se_resnet18", ".pth", 64),
+    ("seresnet50", "se_resnet50", ".pth", 64),
+    ("seresnext50_32x4d", "se_resnext50_32x4d", ".safetensors", 99),
+    ("senet154", "senet154", ".pth", 64),
+    ("resnet50", "resnet50", ".pth", 64),
 ]
-CASES = [(t, s, ".pth", 64) for t, s in LEGACY + TIMM_SE + TIMM_BASELINES] + EXTRA
 
 
 def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
@@ -91,9 +104,23 @@ def assert_logits_close(ref: torch.Tensor, out: torch.Tensor) -> None:
     assert err <= 1e-5, f"max |diff| {err:.3g} (logits up to {ref.abs().max().item():.3g})"
 
 
+@pytest.mark.parametrize("timm_name,senet_name", PAIRS, ids=[t for t, _ in PAIRS])
+def test_timm_keys_and_shapes_fit(timm_name, senet_name):
+    """Each timm / Cadene model's state dict loads into its senet model strictly (every key of the
+    file used, every tensor of the model filled, every shape equal) with the layout it was
+    trained with and without a warning."""
+    with torch.device("meta"):
+        ref_model = timm.create_model(timm_name)
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("error")  # the layout read from the file must not contradict anything
+        model = senet.create_model(senet_name, pretrained=ref_model.state_dict())
+    assert model.senet_weights.format == ("legacy" if timm_name.startswith("legacy_") else "timm")
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ref_model.parameters())
+
+
 @torch.no_grad()
-@pytest.mark.parametrize("timm_name,senet_name,suffix,size", CASES,
-                         ids=[f"{t}-{s}{x}-{n}" for t, s, x, n in CASES])
+@pytest.mark.parametrize("timm_name,senet_name,suffix,size", LOGITS,
+                         ids=[f"{t}-{s}{x}-{n}" for t, s, x, n in LOGITS])
 def test_timm_logits_match(tmp_path, timm_name, senet_name, suffix, size):
     ref_model, path = timm_file(timm_name, tmp_path / f"weights{suffix}")
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
@@ -323,3 +350,63 @@ def test_every_torch_load_in_the_package_is_weights_only():
             calls += 1
             assert "weights_only=True" in m.group(0), f"{path}: {m.group(0)}"
     assert calls >= 1
+
+
+_HEADER = {"format": "senet", "model": "cifar_resnet20", "kwargs": json.dumps({"num_classes": 2})}
+_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("header,match,contradicts", [
+    ({"kwargs": _DEEP}, "metadata 'kwargs' is nested too deeply", True),  # RecursionError in json
+    ({"mean": _DEEP}, "metadata 'mean' is nested too deeply", True),
+    ({"kwargs": json.dumps({"num_classes": 10**12})},  # would be a 256 TB classifier
+     r"num_classes=1000000000000, but its classifier 'fc.weight' has 2 rows", True),
+    ({"kwargs": json.dumps({"num_classes": 2, "in_chans": 10**9})}, "in_chans=1000000000, but its first", True),
+    ({"kwargs": json.dumps({"num_classes": 2, "in_chans": 0})}, "in_chans must be an integer >= 1, got 0", True),
+    ({"kwargs": json.dumps({"num_classes": 2, "widths": [16, 32, 10**9]})},
+     r"widths=\[16, 32, 1000000000\] would need at least 1.05 TiB .*at most 8 GiB", False),
+], ids=["deep-kwargs", "deep-mean", "num_classes", "in_chans-huge", "in_chans-0", "widths"])
+def test_hostile_metadata_is_one_line_naming_the_file(tmp_path, capsys, header, match, contradicts):
+    """A header is checked (JSON depth, keyword ranges, against the file's own tensors, and the
+    size of what it would build) before anything is built from it."""
+    path = tmp_path / "hostile.safetensors"
+    save_file(senet.create_model("cifar_resnet20", num_classes=2).state_dict(), str(path), metadata={**_HEADER, **header})
+    loads = [lambda: senet.create_model(pretrained=path), lambda: senet.create_model("cifar_resnet20", pretrained=path)]
+    if contradicts:  # a header that cannot be read or contradicts the tensors: refused whatever the model
+        loads.append(lambda: load_weights(senet.create_model("cifar_resnet20", num_classes=2), path))
+    for load in loads:
+        with pytest.raises(WeightsError, match=match) as err:
+            load()
+        assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+    assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "unexpected error" not in err
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_convert_classes_file_encodings(tmp_path, capsys):
+    """--classes takes UTF-8 (with or without BOM) and UTF-16 with BOM; anything else, and a list
+    that does not fit the model, is one line naming the file and the option."""
+    src = save_state(senet.create_model("cifar_resnet20").state_dict(), tmp_path / "m.pth")
+    names = [f"clase {i} ñ" for i in range(10)]
+    text = "\n".join(names) + "\n"
+    files = {"utf-16.txt": text.encode("utf-16"), "utf-8-sig.txt": text.encode("utf-8-sig"),
+             "utf-8.txt": text.encode("utf-8")}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        out = tmp_path / f"{name}.safetensors"
+        assert main(["convert", str(src), str(out), "--classes", str(tmp_path / name)]) == 0
+        assert read_metadata(out).classes == names
+    capsys.readouterr()
+    bad = {"latin-1.txt": (text.encode("latin-1"), "is not UTF-8"),
+           "utf-16-le.txt": (text.encode("utf-16-le"), "UTF-16 without a byte-order mark?"),
+           "three.txt": (b"a\nb\nc\n", "3 class names given for a model with 10 classes"),
+           "empty.txt": (b"\n \n", "no class names"),
+           "missing.txt": (None, "No such file")}
+    for name, (data, match) in bad.items():
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
+        assert main(["convert", str(src), str(tmp_path / "x.safetensors"), "--classes", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(tmp_path / name) in err and "--classes" in err and match in err
+    assert not (tmp_path / "x.safetensors").exists()

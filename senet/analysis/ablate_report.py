@@ -12,7 +12,6 @@ per epoch of every cell, mean and spread over the seeds.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from senet.analysis.ablate import PlannedCell, StudyPlan
 from senet.analysis.ablate_run import RunOutcome
 from senet.analysis.paired import PairedDifference, paired_difference
 from senet.analysis.paper_ablations import PAPER_SETTING, paper_ablation
+from senet.utils.plotting import pyplot, save_png
 from senet.utils.text import csv_text
 
 RESULTS_CSV, RESULTS_JSON, TABLE_MD, PLOT_PNG = "results.csv", "results.json", "table.md", "plot.png"
@@ -207,13 +207,7 @@ def result_rows(plan: StudyPlan, results: Sequence[CellResult]) -> list[dict[str
 def plot_results(plan: StudyPlan, results: Sequence[CellResult], path: str | Path) -> None:
     """``reduction``: top-1 error against params with error bars (std over seeds); other
     studies: bars with error bars. A second panel shows the paper's ImageNet top-1 error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from senet.utils.atomic import atomic_write
-
+    plt = pyplot()
     done = [r for r in results if r.top1_mean is not None]
     papers = [paper_ablation(plan.study, r.cell.id) for r in results]
     fig, axes = plt.subplots(1, 2 if any(papers) else 1, figsize=(11 if any(papers) else 6, 4), squeeze=False)
@@ -256,11 +250,7 @@ def plot_results(plan: StudyPlan, results: Sequence[CellResult], path: str | Pat
         ax.set_title("paper: ImageNet, SE-ResNet-50\n(trend comparable, absolute errors not)", fontsize=10)
         ax.grid(alpha=0.3)
     fig.suptitle(plan.title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write(Path(path), lambda f: f.write(buf.getvalue()))
+    save_png(fig, path)
 
 
 # ------------------------------------------------------------------ learning curves
@@ -268,14 +258,10 @@ def learning_curves(plan: StudyPlan, out: Path) -> list[dict[str, Any]]:
     """Per cell and epoch: test top-1 error (%) and training loss, mean, sample std, min and max
     over the seeds whose ``metrics.csv`` has that epoch (evaluated epochs only)."""
     from senet.train import RunDir
-    from senet.train.rundir import METRICS_CSV
 
     per: dict[tuple[str, float], dict[str, list[float]]] = {}
     for run in plan.runs:
-        folder = RunDir(out / run.folder)
-        if not folder.file(METRICS_CSV).is_file():
-            continue
-        for row in folder.metrics():
+        for row in RunDir(out / run.folder).metrics():
             if "test_top1_err" not in row or "train_loss" not in row:
                 continue
             acc = per.setdefault((run.cell.id, row["epoch"]), {"err": [], "loss": []})
@@ -292,16 +278,10 @@ def learning_curves(plan: StudyPlan, out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_curves(plan: StudyPlan, rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+def plot_learning_curves(plan: StudyPlan, rows: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Test error and training loss per epoch of every cell: the mean over seeds, with a band of
     one sample std (min to max where one std is undefined)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from senet.utils.atomic import atomic_write
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     labels = {pc.id: pc.label for pc in plan.cells}
     for i, cell in enumerate(dict.fromkeys(r["cell"] for r in rows)):
@@ -324,11 +304,7 @@ def plot_curves(plan: StudyPlan, rows: Sequence[dict[str, Any]], path: str | Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{plan.title}: {plan.model} on {plan.base.data.dataset} (mean ± 1 std over seeds)", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write(Path(path), lambda f: f.write(buf.getvalue()))
+    save_png(fig, path)
 
 
 def _csv_text(rows: Sequence[dict[str, Any]], empty_header: str) -> str:
@@ -350,7 +326,7 @@ def write_report(plan: StudyPlan, outcomes: Sequence[RunOutcome], out: str | Pat
     curves = learning_curves(plan, out)
     write_text(out / CURVES_CSV, _csv_text(curves, "cell"))
     if curves:
-        plot_curves(plan, curves, out / CURVES_PNG)
+        plot_learning_curves(plan, curves, out / CURVES_PNG)
     meta = {k: v for k, v in plan.to_dict().items() if k not in ("cells", "runs", "base_config")}
     write_text(out / RESULTS_JSON, json.dumps({**meta, "paper": PAPER_SETTING, "cells": rows}, indent=2) + "\n")
     table = markdown_table(plan, results)

@@ -2,11 +2,12 @@
 seed through the ordinary trainer, in its own run folder ``<out>/<cell>/seed<k>``.
 
 Finished runs (``summary.json`` present) are reused, interrupted ones resumed from their
-checkpoint, and a folder whose ``config.yaml`` differs from what the grid now asks for is an
-error naming the differences: results are never silently overwritten. Each run folder is
-owned (locked) by the process training it, so a second ``senet ablate`` of the same study is
-refused at the cell the first is training; a cell that fails before its first checkpoint
-leaves no folder behind.
+checkpoint (:meth:`RunDir.state <senet.train.rundir.RunDir.state>`, as ``senet train
+--resume`` and the GPU session kit decide), and a folder whose ``config.yaml`` differs from
+what the grid now asks for is an error naming the differences: results are never silently
+overwritten. Each run folder is owned (locked) by the process training it, so a second
+``senet ablate`` of the same study is refused at the cell the first is training; a cell that
+fails before its first checkpoint leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -20,49 +21,33 @@ from typing import Any
 
 from senet.analysis.ablate import CellRun, StudyPlan
 from senet.errors import SenetError
-from senet.train.config import EXECUTION_ONLY, flat_config
+from senet.train.config import Config, config_differences
+from senet.train.rundir import CONFIG, FINISHED, FOREIGN, FRESH, PARTIAL, RunDir
 from senet.utils.text import read_json
 
-#: config keys that say how a run executes, not what it computes (ignored when matching a
-#: folder's config.yaml, as the trainer ignores them when it resumes a checkpoint)
-WHERE_IT_RUNS = {(section, key) for section, keys in EXECUTION_ONLY.items() for key in keys}
 STUDY_JSON = "study.json"
 
 
-def config_differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """``"key: A in the folder, B now"`` for every key (other than :data:`WHERE_IT_RUNS`) whose
-    value differs; ``model.kwargs`` compares as a whole."""
-    a, b = flat_config(existing), flat_config(wanted)
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        if key in WHERE_IT_RUNS or a.get(key) == b.get(key):
-            continue
-        diffs.append(f"{'.'.join(key)}: {a.get(key)!r} in the folder, {b.get(key)!r} now")
-    return diffs
-
-
-def run_state(path: Path, cfg: Any) -> str:
-    """``"new"``, ``"finished"`` (summary present) or ``"interrupted"`` for the run folder
-    ``path`` of configuration ``cfg``. A folder holding another configuration, or files but
-    no run, raises :class:`SenetError` naming it."""
-    from senet.train import RunDir
-    from senet.train.rundir import CONFIG, SUMMARY, holds_files
-
-    if not path.exists() or not holds_files(path):
-        return "new"
-    if not (path / CONFIG).is_file():
+def run_state(path: Path, cfg: Config) -> str:
+    """:meth:`RunDir.state <senet.train.rundir.RunDir.state>` of the run folder ``path`` that
+    should hold a run of configuration ``cfg``: ``fresh``, ``partial`` or ``finished`` (its
+    summary checked now, before anything trains). A folder that is not a run, or holds a run
+    of another configuration (other than where it runs), is a :class:`SenetError` naming it."""
+    run = RunDir(path)
+    state = run.state()
+    if state == FRESH:
+        return state
+    if state == FOREIGN:
         raise SenetError(f"{path} holds files but no {CONFIG}; it is not a run of this study "
                          f"(move it away or choose another --out)")
-    run = RunDir.open(path)
     diffs = config_differences(run.config().to_dict(), cfg.to_dict())
     if diffs:
         raise SenetError(f"{path} holds a run with a different configuration than the study now asks for "
                          f"({'; '.join(diffs[:5])}{'; ...' if len(diffs) > 5 else ''}); "
                          f"choose another --out, or delete that folder to retrain it")
-    if (path / SUMMARY).is_file():
+    if state == FINISHED:
         run.summary()  # a damaged one is named now, before any cell trains
-        return "finished"
-    return "interrupted"
+    return state
 
 
 @dataclass
@@ -112,7 +97,7 @@ def run_study(
 ) -> list[RunOutcome]:
     """Train every cell x seed of ``plan`` not yet finished under ``out``; returns one
     :class:`RunOutcome` per run, in plan order. Checks every folder before training any."""
-    from senet.train import RunDir, Trainer, TrainingDiverged
+    from senet.train import Trainer, TrainingDiverged
 
     out = Path(out)
     check_out(out, plan)
@@ -123,17 +108,17 @@ def run_study(
     for i, (r, state) in enumerate(zip(plan.runs, states), 1):
         head = f"[{i}/{n}] {r.cell.label} ({r.cell.id}) seed {r.seed}"
         path = out / r.folder
-        if state == "finished":
+        if state == FINISHED:
             summary = RunDir(path).summary()
             log(f"{head}: finished earlier: {_pct(summary)}")
             outcomes.append(RunOutcome(r, "reused", summary))
             continue
         # owned while it trains; a failure before its first checkpoint removes a folder made here
-        with RunDir.open(path).acquire() if state == "interrupted" else RunDir.create(path, r.config) as run:
-            log(f"{head}: {'resuming' if state == 'interrupted' else 'training'} -> {path}")
+        with RunDir.open(path).acquire() if state == PARTIAL else RunDir.create(path, r.config) as run:
+            log(f"{head}: {'resuming' if state == PARTIAL else 'training'} -> {path}")
             t0 = time.perf_counter()
             try:
-                summary = Trainer(r.config, run, resume=state == "interrupted", progress=progress, log=log).fit()
+                summary = Trainer(r.config, run, resume=state == PARTIAL, progress=progress, log=log).fit()
             except TrainingDiverged as e:
                 run.log_event(f"stopped: {e}")
                 log(f"{head}: diverged: {e}")
@@ -143,5 +128,5 @@ def run_study(
                 run.log_event("interrupted")
                 raise
         log(f"{head}: {_pct(summary)}  ({time.perf_counter() - t0:.0f} s)")
-        outcomes.append(RunOutcome(r, "resumed" if state == "interrupted" else "trained", summary))
+        outcomes.append(RunOutcome(r, "resumed" if state == PARTIAL else "trained", summary))
     return outcomes

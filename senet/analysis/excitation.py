@@ -214,7 +214,7 @@ def record_excitations(
         images: a tensor ``[N, C, H, W]`` (with ``labels [N]``), or an iterable of
             ``(images, labels)`` batches such as a ``DataLoader``.
         transform: turns a batch on ``device`` into the model's input (e.g.
-            ``GpuAugment(mean, std, crop=None, flip=False).normalize`` for uint8 images);
+            :class:`senet.data.Normalize` ``(mean, std)`` for uint8 images);
             ``None`` passes float batches unchanged.
         image_ids: the images' indices in their split (default ``0 .. N-1``).
         classes: names of the label values (default ``"0"``, ``"1"`` ...).

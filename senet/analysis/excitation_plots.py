@@ -9,7 +9,6 @@ matplotlib is imported when a figure is drawn (Agg backend, no display needed).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,14 +18,11 @@ import torch
 
 from senet.analysis.excitation import SEBlock
 from senet.analysis.excitation_stats import BlockStats
+from senet.utils.plotting import pyplot, save_png
 
 
 def _figure(n: int) -> tuple[Any, list[Any]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.3 * rows), squeeze=False)
@@ -34,20 +30,6 @@ def _figure(n: int) -> tuple[Any, list[Any]]:
     for ax in flat[n:]:
         ax.set_visible(False)
     return fig, flat[:n]
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from senet.utils.atomic import atomic_write
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-    return path
 
 
 def _axis(ax: Any, block: SEBlock, picked: torch.Tensor) -> None:
@@ -85,7 +67,7 @@ def plot_class_means(
     axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
                     ncol=1 + len(stats[blocks[0].name].labels) // 25)
     fig.suptitle(title or "Mean excitation per class (paper Fig. 6)")
-    return _save(fig, path)
+    return save_png(fig, path, bbox_inches="tight")
 
 
 def plot_class_spread(
@@ -114,4 +96,4 @@ def plot_class_spread(
     n = int(first.counts[row])
     fig.suptitle(title or f"Excitation of class {class_names[class_label]!r}: mean and std over {n} images "
                           "(paper Fig. 7)")
-    return _save(fig, path)
+    return save_png(fig, path, bbox_inches="tight")

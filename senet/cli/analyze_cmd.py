@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.cli.model_source import load_source
     from senet.data import load_split
     from senet.data.transforms import batch_transform, check_eval_sizes, resolve_data_config
-    from senet.train.trainer import resolve_device
+    from senet.utils.device import resolve_device
 
     source = load_source(args)
     name, model, meta = source.name, source.model, source.meta

@@ -42,6 +42,8 @@ def _parse_kwargs(items: list[str]) -> dict:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
+        except RecursionError:
+            raise ValueError(f"--set {key}: the value is nested too deeply") from None
     return out
 
 

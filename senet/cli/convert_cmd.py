@@ -24,16 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from senet.cli.complexity_cmd import _parse_kwargs
+    from senet.errors import SenetError
     from senet.models import convert_weights
+    from senet.models._pretrained import ClassNamesError
     from senet.utils.text import read_text
 
+    what = "--classes: one class name per line"
     classes = None
     if args.classes:
-        text = read_text(args.classes, "--classes: one class name per line")
-        classes = [line.strip() for line in text.splitlines() if line.strip()]
-    model = convert_weights(args.src, args.dst, model=args.model, classes=classes, mean=args.mean, std=args.std,
-                            allow_nonfinite=args.allow_nonfinite,
-                            **_parse_kwargs(args.kwargs))
+        classes = [line.strip() for line in read_text(args.classes, what).splitlines() if line.strip()]
+        if not classes:
+            raise SenetError(f"{args.classes} holds no class names ({what})")
+    try:
+        model = convert_weights(args.src, args.dst, model=args.model, classes=classes, mean=args.mean,
+                                std=args.std, allow_nonfinite=args.allow_nonfinite, **_parse_kwargs(args.kwargs))
+    except ClassNamesError as e:
+        raise SenetError(f"{args.classes}: {e} ({what})") from None
     spec = model.senet_spec
     source = model.senet_weights.format
     extra = ", ".join(f"{k}={v!r}" for k, v in spec.kwargs.items())

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.lowprec import at_precision, check_precision, score_against_fp32
     from senet.train.data import subset
     from senet.train.evaluate import eval_batches, evaluate
-    from senet.train.trainer import resolve_device
+    from senet.utils.device import resolve_device
 
     device = resolve_device(args.device)
     check_precision(args.precision, device)

@@ -46,10 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _int8_inputs(args: argparse.Namespace, source: Any) -> Any:
-    """The :class:`senet.lowprec.Int8` of ``--images`` or of the dataset (``--dataset``/``--data``,
+    """The :class:`senet.int8.Int8` of ``--images`` or of the dataset (``--dataset``/``--data``,
     by default the run's)."""
     from senet.errors import SenetError
-    from senet.lowprec import CALIBRATION_IMAGES, HELD_OUT_IMAGES, MIN_AGREEMENT, Int8
+    from senet.int8 import CALIBRATION_IMAGES, HELD_OUT_IMAGES, MIN_AGREEMENT, Int8
 
     pct = args.min_agreement if args.min_agreement is not None else 100 * MIN_AGREEMENT
     if not 0 <= pct <= 100:

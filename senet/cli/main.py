@@ -20,7 +20,7 @@ COMMANDS = ["train", "eval", "predict", "export", "recipes", "models", "complexi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from senet import __version__
+    from senet.version import __version__
 
     parser = argparse.ArgumentParser(prog="senet", description="Squeeze-and-Excitation Networks")
     parser.add_argument("--version", action="version", version=f"senet {__version__}")
@@ -47,7 +47,7 @@ def _out_of_memory(e: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     if (sys.argv[1:] if argv is None else argv) == ["--version"]:  # before the commands' imports (torch)
-        from senet import __version__
+        from senet.version import __version__
 
         print(f"senet {__version__}")
         return 0

@@ -7,6 +7,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from senet.utils.device import DEVICES
+
 
 def _int(text: str) -> int:
     try:
@@ -47,9 +49,6 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
     return value
-
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto", help: str | None = None) -> None:

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.data.transforms import resolve_data_config
     from senet.lowprec import check_precision
     from senet.predict import find_images, predict
-    from senet.train.trainer import resolve_device
+    from senet.utils.device import resolve_device
     from senet.utils.atomic import write_text
     from senet.utils.text import csv_text
 

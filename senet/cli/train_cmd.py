@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from pathlib import Path
 
 from senet.cli.options import add_device, nonnegative_int, positive_int
 
@@ -73,12 +72,11 @@ def _run(args: argparse.Namespace, env) -> int:
     from senet.errors import SenetError
     from senet.train import RunDir, distributed, resolve
     from senet.train.config import config_from_dict, merge
-    from senet.train.rundir import CONFIG, SUMMARY
-    from senet.train.trainer import resolve_device
+    from senet.train.rundir import FINISHED, PARTIAL
 
     say = print if env.is_main else (lambda *a, **k: None)
     resume = args.resume
-    if env.restart_count and not resume and args.out and (Path(args.out) / CONFIG).is_file():
+    if env.restart_count and not resume and args.out and RunDir(args.out).state() in (PARTIAL, FINISHED):
         resume = args.out  # torchrun restarted the group: continue the run it was writing
     if env.max_restarts and not (args.out or args.resume):
         raise SenetError("with torchrun --max-restarts, give the run directory with --out (or --resume) "
@@ -94,20 +92,18 @@ def _run(args: argparse.Namespace, env) -> int:
             changes = merge(changes, {"run": {"device": args.device}})
         if changes:
             cfg = config_from_dict(merge(cfg.to_dict(), changes))
-        if run_dir.file(SUMMARY).is_file():  # written last, by a run that reached its end
+        if run_dir.state() == FINISHED:
             summary = run_dir.summary()
             say(f"{run_dir.path} has finished already ({summary['epochs']:g} epochs, test error top-1 "
                 f"{100 * summary['test_top1_err']:.2f}% top-5 {100 * summary['test_top5_err']:.2f}%); nothing to resume")
             return 0
-        distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
-                                     backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
     else:
         cfg = resolve(args.recipe, [*args.overrides, shortcuts(args)], epochs=args.epochs)
         if args.print_config:
             say(cfg.to_yaml(), end="")
             return 0
-        distributed.init_distributed(env, resolve_device(cfg.run.device, env.local_rank),
-                                     backend=cfg.run.dist_backend, timeout_s=cfg.run.dist_timeout)
+    distributed.join(env, cfg.run)  # before the run folder: a new one is named by rank 0 for the group
+    if not resume:
         out = args.out or f"runs/{cfg.recipe.replace('/', '-').removesuffix('.yaml')}-{time.strftime('%Y%m%d-%H%M%S')}"
         out = distributed.broadcast_object(out)  # every rank writes to (and resumes from) rank 0's folder
         run_dir = RunDir.create(out, cfg) if env.is_main else RunDir(out)

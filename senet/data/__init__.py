@@ -12,8 +12,8 @@ Typical use::
         x = augment(train.images[idx].to(device), generator)
 """
 
-from senet.data.augment import GpuAugment
+from senet.data.augment import GpuAugment, Normalize
 from senet.data.dataset import ImageDataset, channel_stats, load_split
 from senet.data.order import EpochOrder
 
-__all__ = ["EpochOrder", "GpuAugment", "ImageDataset", "channel_stats", "load_split"]
+__all__ = ["EpochOrder", "GpuAugment", "ImageDataset", "Normalize", "channel_stats", "load_split"]

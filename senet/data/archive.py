@@ -83,11 +83,6 @@ class _Budget:
                             f"({member.size:,} bytes): refused as a likely decompression bomb (the limit: {why})")
 
 
-def is_archive(path: Path) -> bool:
-    """True for a file named like a supported archive (``.tar``, ``.tar.gz``, ``.tgz``)."""
-    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
 def archive_stem(path: Path) -> str:
     """``cifar10-jpeg.tar.gz`` -> ``cifar10-jpeg``."""
     name = path.name

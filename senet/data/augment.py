@@ -4,7 +4,8 @@ The standard CIFAR recipe used by the paper's CIFAR experiments (spec section 5 
 He et al. 2016): pad 4 pixels with zeros and take a random 32x32 crop, flip horizontally
 with probability 1/2, optionally Cutout (DeVries & Taylor 2017: a ``k x k`` square, centred
 uniformly in the image and clipped at its borders, set to zero after normalisation, i.e. to
-the mean colour), then per-channel ``(x / 255 - mean) / std``.
+the mean colour), then per-channel ``(x / 255 - mean) / std`` (:class:`Normalize`, the one
+normalisation of training and evaluation).
 
 No Python loop over images: the crop and the flip are one gather (the crop offsets and the
 flip are folded into per-image row / column index vectors), Cutout is one broadcast mask.
@@ -18,6 +19,35 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+
+class Normalize:
+    """``uint8 [N, C, H, W]`` images as a model's ``float32`` input: per channel
+    ``(x / 255 - mean) / std``, computed as one multiply-add (``x * scale + shift``) with the
+    scale and shift kept on each device they are used on. The one normalisation of senet:
+    training (:class:`GpuAugment`) and evaluation (:func:`senet.data.transforms.normalize`)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != len(std) or not len(mean):
+            raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
+        if any(not s > 0 for s in std):
+            raise ValueError(f"std must be positive, got {tuple(std)}")
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        # (x / 255 - mean) / std == x * scale + shift
+        self._scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], dtype=torch.float32).view(1, -1, 1, 1)
+        self._shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32).view(1, -1, 1, 1)
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean}, std={self.std})"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        device = images.device
+        if device not in self._on:
+            self._on[device] = (self._scale.to(device), self._shift.to(device))
+        scale, shift = self._on[device]
+        return images.float().mul_(scale).add_(shift)
 
 
 class GpuAugment:
@@ -40,22 +70,14 @@ class GpuAugment:
         cutout: int = 0,
         channels_last: bool = False,
     ) -> None:
-        if len(mean) != len(std) or not len(mean):
-            raise ValueError(f"mean and std need one value per channel, got {len(mean)} and {len(std)}")
-        if any(not s > 0 for s in std):
-            raise ValueError(f"std must be positive, got {tuple(std)}")
+        self._normalise = Normalize(mean, std)
         if pad < 0 or cutout < 0 or (crop is not None and crop < 1):
             raise ValueError(
                 f"pad and cutout must be >= 0 and crop >= 1 or None, got pad={pad} crop={crop} cutout={cutout}"
             )
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
+        self.mean, self.std = self._normalise.mean, self._normalise.std
         self.pad, self.crop, self.flip, self.cutout = pad, crop, flip, cutout
         self.channels_last = channels_last
-        # (x / 255 - mean) / std == x * scale + shift
-        self._scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], dtype=torch.float32).view(1, -1, 1, 1)
-        self._shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32).view(1, -1, 1, 1)
-        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -68,13 +90,6 @@ class GpuAugment:
             raise ValueError(
                 f"expected a uint8 batch [B, {len(self.mean)}, H, W], got {images.dtype} {tuple(images.shape)}"
             )
-
-    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        device = images.device
-        if device not in self._on:
-            self._on[device] = (self._scale.to(device), self._shift.to(device))
-        scale, shift = self._on[device]
-        return images.float().mul_(scale).add_(shift)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)

@@ -115,7 +115,7 @@ def load(path: Path) -> CacheEntry | None:
             labels = f.get_tensor("labels")
         classes = json.loads(meta["classes"])
         skipped = json.loads(meta["skipped"])
-    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+    except (SafetensorError, OSError, KeyError, ValueError, RecursionError) as exc:
         log.warning("ignoring unreadable data cache %s (%s); decoding again", path, exc)
         return None
     if DIGEST_KEY not in meta:  # written before caches recorded a digest

@@ -24,7 +24,6 @@ from senet.errors import DataError
 from senet.utils.download import download_file
 
 
-
 @dataclass(frozen=True)
 class CifarSpec:
     """Names and official md5 sums of one CIFAR dataset (values as published with it)."""
@@ -82,14 +81,6 @@ SPECS: dict[str, CifarSpec] = {
         num_classes=100,
     ),
 }
-
-
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_verified(path: Path, expected: str) -> bytes:

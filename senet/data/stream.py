@@ -6,7 +6,8 @@ ImageFolder split (``root/{train,val}/<class>/<image>``, the ImageNet layout) an
 image into a ``uint8 [3, crop, crop]`` tensor with the paper's recipe (spec section 6; paper
 Section 5.1, see :mod:`senet.data.stream_transforms`): random-size crop and flip for
 training, short side to 256 and centre crop 224 for evaluation. Mean/std normalisation
-(:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`) is left to the trainer, on the batch's device.
+(:data:`~senet.preprocess.IMAGENET_MEAN`, :data:`~senet.preprocess.IMAGENET_STD`) is left to the
+trainer, on the batch's device.
 
 Determinism: a training sample is addressed by ``(index, aug_seed)``; the seed is
 :func:`sample_seed` of ``(seed, epoch, position)``, ``position`` being the index's place in
@@ -41,9 +42,6 @@ from senet.errors import DataError
 from senet.utils.seeding import derive_seed
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _LAYOUT = "{r}/train/<class>/<image> and {r}/val/<class>/<image> (or test/)"
 

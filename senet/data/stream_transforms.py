@@ -25,6 +25,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from senet.preprocess import INTERPOLATIONS
+
 CropBox = tuple[int, int, int, int]  # top, left, height, width
 
 
@@ -89,7 +91,8 @@ def short_side_size(width: int, height: int, resize: int) -> tuple[int, int]:
     return int(resize * width / height), resize
 
 
-INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+#: PIL's filter of each interpolation a config may name.
+FILTERS = {name: getattr(Image.Resampling, name.upper()) for name in INTERPOLATIONS}
 
 
 def eval_view(img: Image.Image, *, resize: int, crop: int, interpolation: str = "bilinear") -> np.ndarray:
@@ -97,7 +100,7 @@ def eval_view(img: Image.Image, *, resize: int, crop: int, interpolation: str = 
     centre ``crop x crop`` (``resize >= crop``); returns ``uint8 [crop, crop, 3]``."""
     width, height = short_side_size(img.width, img.height, resize)
     if (width, height) != img.size:
-        img = img.resize((width, height), INTERPOLATIONS[interpolation])
+        img = img.resize((width, height), FILTERS[interpolation])
     top = int(round((height - crop) / 2.0))
     left = int(round((width - crop) / 2.0))
     return np.asarray(img.crop((left, top, left + crop, top + crop)))
@@ -109,7 +112,7 @@ def ten_crop_views(img: Image.Image, *, resize: int, crop: int, interpolation: s
     returns ``uint8 [10, crop, crop, 3]``."""
     width, height = short_side_size(img.width, img.height, resize)
     if (width, height) != img.size:
-        img = img.resize((width, height), INTERPOLATIONS[interpolation])
+        img = img.resize((width, height), FILTERS[interpolation])
     arr = np.asarray(img)
     top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
     corners = [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop), (top, left)]

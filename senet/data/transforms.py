@@ -3,17 +3,15 @@ and ``create_transform``): ``senet predict``, ``senet eval`` and ``senet analyze
 the one way the weights were trained for.
 
 Evaluation resizes the short side to ``floor(side / crop_pct)`` with the config's interpolation
-and takes the centre ``side x side`` crop (or the ILSVRC entry's 10 crops), then normalises with
-the config's mean and std (on the batch's device, as training does).
+and takes the centre ``side x side`` crop (or the ILSVRC entry's 10 crops), makes the model's
+channels (images are decoded to RGB; a 1-channel model gets grey, PIL's ``convert("L")``), then
+normalises with the config's mean and std (on the batch's device, as training does).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -21,60 +19,41 @@ import torch
 from PIL import Image
 from torch import nn
 
-from senet.data.stream_transforms import INTERPOLATIONS, eval_view, ten_crop_views
+from senet.data.augment import Normalize
+from senet.data.stream_transforms import eval_view, ten_crop_views
+from senet.preprocess import PretrainedCfg
 from senet.utils.limits import check_input_size, check_work_size
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """How a model's inputs are prepared for evaluation."""
-
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_pct: float
-    interpolation: str
-    classes: tuple[str, ...] | None = None
-
-    @property
-    def crop(self) -> int:
-        return self.input_size[-1]
-
-    @property
-    def resize(self) -> int:
-        """The short side before the centre crop (256 for a 224 crop at ``crop_pct=0.875``)."""
-        return max(self.crop, int(math.floor(self.crop / self.crop_pct)))
 
 
 def resolve_data_config(
     model_or_cfg: Any, *, input_size: int | None = None, crop_pct: float | None = None,
     interpolation: str | None = None,
-) -> DataConfig:
-    """The :class:`DataConfig` of a model (its ``pretrained_cfg``) or of a config mapping, with
-    ``input_size`` (a side), ``crop_pct`` and ``interpolation`` overridden when given (as Table 8
-    evaluates SENet-154 at 320x320)."""
+) -> PretrainedCfg:
+    """The :class:`~senet.preprocess.PretrainedCfg` of a model (its ``pretrained_cfg``) or of a
+    config mapping, with ``input_size`` (a side), ``crop_pct`` and ``interpolation`` overridden
+    when given (as Table 8 evaluates SENet-154 at 320x320)."""
     cfg: Mapping[str, Any] = getattr(model_or_cfg, "pretrained_cfg", None) or model_or_cfg
-    size = tuple(cfg["input_size"])
-    if input_size is not None:
-        if input_size < 1:
-            raise ValueError(f"--input-size must be >= 1, got {input_size}")
-        size = (size[0], input_size, input_size)
-    pct = cfg.get("crop_pct", 1.0) if crop_pct is None else crop_pct
-    if not 0 < pct <= 1:
-        raise ValueError(f"--crop-pct must be in (0, 1], got {pct}")
-    interp = interpolation or cfg.get("interpolation", "bilinear")
-    if interp not in INTERPOLATIONS:
-        raise ValueError(f"unknown interpolation {interp!r}; allowed: {', '.join(INTERPOLATIONS)}")
-    classes = cfg.get("classes")
-    out = DataConfig(size, tuple(cfg["mean"]), tuple(cfg["std"]), float(pct), interp,
-                     tuple(classes) if classes is not None else None)
+    out = PretrainedCfg.from_dict({"crop_pct": 1.0, **cfg})  # a mapping without crop_pct: no crop
+    for option, key, value in (("--input-size", "input_size", input_size), ("--crop-pct", "crop_pct", crop_pct),
+                               ("interpolation", "interpolation", interpolation)):
+        if value is not None:
+            try:
+                out = out.updated({key: (out.input_size[0], value, value) if key == "input_size" else value})
+            except ValueError as e:
+                raise ValueError(f"{option}: {e}") from None
+    channels = out.input_size[0]
+    if channels not in (1, 3):
+        raise ValueError(f"the model takes {channels}-channel input; senet's image pipeline makes RGB (3 channels) "
+                         "or grey (1 channel) images only")
+    if len(out.mean) != channels:
+        raise ValueError(f"the model's config has {len(out.mean)} mean and std values for {channels} input channel(s)")
     # the short side is resized first: an image at least resize x resize, RGB uint8
-    check_work_size(f"--input-size {out.crop} with --crop-pct {pct:g} (each image's short side resized to "
+    check_work_size(f"--input-size {out.crop} with --crop-pct {out.crop_pct:g} (each image's short side resized to "
                     f"{out.resize:,} pixels)", (out.resize, out.resize, 3), 1)
     return out
 
 
-def check_eval_sizes(model: nn.Module, cfg: DataConfig, *, batch_size: int, images: int,
+def check_eval_sizes(model: nn.Module, cfg: PretrainedCfg, *, batch_size: int, images: int,
                      ten_crop: bool = False) -> None:
     """Refuse, before any image is read, an input size ``model`` cannot run at and a batch of
     views (``min(batch_size, images)`` images, 10 views each with ``ten_crop``) too large to
@@ -85,7 +64,7 @@ def check_eval_sizes(model: nn.Module, cfg: DataConfig, *, batch_size: int, imag
     check_input_size(model, cfg.input_size, "--input-size")
 
 
-def eval_crops(image: np.ndarray | Image.Image, cfg: DataConfig, *, ten_crop: bool = False) -> torch.Tensor:
+def eval_crops(image: np.ndarray | Image.Image, cfg: PretrainedCfg, *, ten_crop: bool = False) -> torch.Tensor:
     """``uint8 [V, 3, side, side]`` views of an RGB image (``V`` = 1, or 10 with ``ten_crop``)."""
     img = image if isinstance(image, Image.Image) else Image.fromarray(image)
     if ten_crop:
@@ -95,14 +74,35 @@ def eval_crops(image: np.ndarray | Image.Image, cfg: DataConfig, *, ten_crop: bo
     return torch.from_numpy(np.ascontiguousarray(views.transpose(0, 3, 1, 2)))
 
 
-def normalize(batch: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
-    """``uint8 [N, C, H, W]`` images as the model's float input: ``(x / 255 - mean) / std``."""
-    mean = torch.tensor(cfg.mean, device=batch.device).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.std, device=batch.device).view(1, -1, 1, 1)
-    return (batch.float().div_(255) - mean) / std
+#: ITU-R 601-2 luma weights in units of 1/65536, as PIL's ``Image.convert("L")`` applies them.
+_LUMA = (19595, 38470, 7471)
 
 
-def batch_transform(cfg: DataConfig, stored: tuple[int, int], *, ten_crop: bool = False
+def to_grey(batch: torch.Tensor) -> torch.Tensor:
+    """``uint8 [N, 3, H, W]`` RGB images as ``uint8 [N, 1, H, W]`` grey ones, exactly as PIL's
+    ``convert("L")`` computes them (``(19595 R + 38470 G + 7471 B + 32768) >> 16``)."""
+    weights = torch.tensor(_LUMA, dtype=torch.int32, device=batch.device).view(1, 3, 1, 1)
+    luma = (batch.to(torch.int32) * weights).sum(1, keepdim=True) + 0x8000
+    return luma.bitwise_right_shift(16).to(torch.uint8)
+
+
+@lru_cache(maxsize=16)
+def _normalizer(mean: tuple[float, ...], std: tuple[float, ...]) -> Normalize:
+    return Normalize(mean, std)
+
+
+def normalize(batch: torch.Tensor, cfg: PretrainedCfg) -> torch.Tensor:
+    """``uint8 [N, 3, H, W]`` RGB images as the model's float input: made grey for a 1-channel
+    model (:func:`to_grey`), then normalised with the config's mean and std (:class:`~senet.data.augment.Normalize`)."""
+    channels = cfg.input_size[0]
+    if batch.shape[1] != channels:
+        if not (channels == 1 and batch.shape[1] == 3):
+            raise ValueError(f"cannot make {channels}-channel input from {batch.shape[1]}-channel images")
+        batch = to_grey(batch)
+    return _normalizer(cfg.mean, cfg.std)(batch)
+
+
+def batch_transform(cfg: PretrainedCfg, stored: tuple[int, int], *, ten_crop: bool = False
                     ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The input of a model for a ``uint8 [N, 3, H, W]`` batch of stored images (``stored`` = (H, W)):
     normalised as they are when they already have the config's size (CIFAR at 32x32), else each
@@ -130,11 +130,3 @@ class ViewAverage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = self.model(x).float().softmax(1)
         return probs.view(-1, self.views, probs.shape[-1]).mean(1).log()
-
-
-@lru_cache(maxsize=1)
-def imagenet_classes() -> tuple[str, ...]:
-    """The 1,000 ILSVRC-2012 class names, in the order of the released models' outputs (the
-    first WordNet lemma of each synset)."""
-    text = resources.files("senet.data").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
-    return tuple(line.split("\t", 1)[1].split(",")[0].strip() for line in text.splitlines() if "\t" in line)

@@ -44,8 +44,12 @@ class ResidualUnit(nn.Module):
 
     Subclasses set ``shortcut`` (a module, or ``None`` for the identity), call
     :meth:`init_residual` once their layers exist and define :meth:`branch`; one whose shortcut
-    has another name overrides :meth:`forward` (see :meth:`merge`).
+    has another name overrides :meth:`forward` (see :meth:`merge`). ``concat_paths``: the unit
+    concatenates the two paths along the channels (identity first) instead of adding them
+    (ShuffleNet's strided units); the placements mean the same there.
     """
+
+    concat_paths = False
 
     def init_residual(
         self,
@@ -54,14 +58,17 @@ class ResidualUnit(nn.Module):
         placement: str,
         act: nn.Module | None = None,
         drop_path: float = 0.0,
+        concat_paths: bool = False,
     ) -> None:
         self.se = se
         self.placement = placement
         self.act = act
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
+        self.concat_paths = concat_paths
         # the SE block adds the identity path into its product (one full-size temporary less,
-        # measured in senet.layers.se.Scale) unless stochastic depth must drop the scaled branch alone
-        self.fuse_se = drop_path == 0
+        # measured in senet.layers.se.Scale) unless stochastic depth must drop the scaled branch
+        # alone or the paths are not added
+        self.fuse_se = drop_path == 0 and not concat_paths
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -84,18 +91,20 @@ class ResidualUnit(nn.Module):
             x = se(x)
         out = self.branch(x)
         if se is not None and self.placement == "standard":
-            if self.fuse_se:
-                out = se(out, identity)
-            else:
-                out = self.dropped(se(out)) + identity
+            out = se(out, identity) if self.fuse_se else self.join(identity, self.dropped(se(out)))
         elif se is not None and self.placement == "identity":
-            out = se(identity, self.dropped(out))
+            out = self.join(se(identity), self.dropped(out)) if self.concat_paths else se(identity, self.dropped(out))
         else:
-            out = self.dropped(out) + identity
+            out = self.join(identity, self.dropped(out))
         out = self.post_act(out)
         if se is not None and self.placement == "post":
             out = se(out)
         return out
+
+    def join(self, identity: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The identity path and the (scaled, dropped) branch output: their sum, or their
+        concatenation in a ``concat_paths`` unit."""
+        return torch.cat([identity, out], 1) if self.concat_paths else out + identity
 
     def dropped(self, x: torch.Tensor) -> torch.Tensor:
         """Stochastic depth of the residual branch."""

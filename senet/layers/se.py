@@ -42,22 +42,23 @@ def _choice(name: str, value: str, allowed: Iterable[str]) -> None:
         raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(repr, allowed))}")
 
 
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """``value`` rounded to the nearest multiple of ``divisor``, never below ``divisor`` nor
+    below 90% of ``value`` (timm's and the TF MobileNets' channel rounding)."""
+    out = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * value else out
+
+
 def hidden_channels(channels: int, reduction: float, divisor: int | None = None) -> int:
     """Width ``C/r`` of the excitation bottleneck.
 
     The paper's parameter counts (Table 10) use ``floor(C / r)``: that is the default.
-    With ``divisor`` the width is rounded to the nearest multiple of ``divisor`` (never
-    below ``divisor`` nor below 90% of ``C/r``), as timm does with ``divisor=8``; useful
-    where ``C`` is small (16 channels on CIFAR give ``C/16 = 1``). ``reduction`` and ``divisor``
+    With ``divisor`` the width is rounded to the nearest multiple of ``divisor`` (never below
+    ``divisor`` nor below 90% of ``C/r``: :func:`make_divisible`), as timm does with
+    ``divisor=8``; useful where ``C`` is small (16 channels on CIFAR give ``C/16 = 1``). ``reduction`` and ``divisor``
     are taken as :class:`SEConfig` validates them; a width below 1 is a ``ValueError``.
     """
-    if divisor is None:
-        hidden = int(channels // reduction)
-    else:
-        exact = channels / reduction
-        hidden = max(divisor, int(exact + divisor / 2) // divisor * divisor)
-        if hidden < 0.9 * exact:
-            hidden += divisor
+    hidden = int(channels // reduction) if divisor is None else make_divisible(channels / reduction, divisor)
     if hidden < 1:
         raise ValueError(
             f"SE hidden size C/r = {channels}/{reduction} rounds to 0; "

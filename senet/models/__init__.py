@@ -4,22 +4,13 @@ registers every model."""
 from senet.models import cifar_resnet, resnet, shake_shake, wide_resnet  # noqa: F401
 from senet.models import bn_inception, inception_resnet_v2, mobilenet, shufflenet, vgg  # noqa: F401
 from senet.models._base import SenetModel
-from senet.models._builder import Pretrained, create_model, model_keywords
+from senet.models._builder import Pretrained, create_model, infer_model, load_weights, model_keywords
 from senet.models._features import FeatureInfo, FeatureNet, module_stages
-from senet.models._pretrained import (
-    LoadResult,
-    convert_weights,
-    infer_model,
-    load_weights,
-    open_checkpoint,
-    read_metadata,
-    save_weights,
-)
-from senet.models._repo import push_to_hf_hub, save_for_hf
+from senet.models._pretrained import LoadResult, open_checkpoint, read_metadata
+from senet.models._save import convert_weights, push_to_hf_hub, save_for_hf, save_weights
 from senet.models.registry import (
     ModelInfo,
     ModelSpec,
-    PretrainedCfg,
     Released,
     families,
     list_aliases,
@@ -28,6 +19,7 @@ from senet.models.registry import (
     register_family,
     register_model,
 )
+from senet.preprocess import PretrainedCfg
 
 __all__ = [
     "FeatureInfo",

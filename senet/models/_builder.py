@@ -2,21 +2,34 @@
 
 It resolves the name (senet's or timm's), turns the SE keywords into the model's
 :class:`~senet.layers.SEConfig` (the only place that does), checks every keyword against what
-the model's family takes, builds the network, applies pretrained weights (a file, a state dict
-or the released ones), sets ``pretrained_cfg`` and, with ``features_only``, returns the stage
-outputs instead of logits.
+the model's family takes (:func:`check_keywords`: the one range check of every numeric keyword,
+the caller's or a weight file's) and the size of what it would build (``$SENET_MAX_MODEL_BYTES``),
+builds the network, applies pretrained weights (a file, a state dict or the released ones),
+sets ``pretrained_cfg`` and, with ``features_only``, returns the stage outputs instead of logits.
+
+What to build from a weight file lives here too: the model a file names or fits
+(:func:`infer_model`), the keywords it implies (:func:`file_keywords`) and the shapes a model
+would have (:func:`model_shapes`), for ``create_model`` and :func:`load_weights`. The tensors
+themselves are read and loaded by :mod:`senet.models._pretrained`.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import types
+import typing
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import lru_cache
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from senet.errors import WeightsError
 from senet.layers.se import SE_KWARGS, SEConfig
@@ -24,21 +37,27 @@ from senet.models import registry
 from senet.models._features import FeatureNet
 from senet.models._pretrained import (
     Checkpoint,
-    check_family,
-    infer_model,
-    layout_for,
+    LoadResult,
+    PathOrState,
+    _load_into,
+    _upgraded,
+    _warn_layout,
+    choose_reading,
+    classes_of,
+    compare,
     load_pretrained,
-    load_weights,
     open_checkpoint,
+    other_family,
 )
-from senet.models._pretrained import _warn_layout
+from senet.preprocess import PretrainedCfg
+from senet.utils.limits import MODEL_ENV, human_bytes, max_model_bytes
 
 Pretrained = bool | str | Path | Mapping[str, Any] | Checkpoint | None
 
 
 def model_keywords(info: registry.ModelInfo) -> list[str]:
     """The keywords ``create_model(info.name, ...)`` accepts besides the builder's own."""
-    params = inspect.signature(info.spec.cls.__init__).parameters
+    params = inspect.signature(info.family_info.cls.__init__).parameters
     own = [p for p, v in params.items() if p not in ("self", "se") and v.kind is v.KEYWORD_ONLY]
     return sorted(own + (list(SE_KWARGS) if info.has_se else []))
 
@@ -54,29 +73,166 @@ def _se_config(info: registry.ModelInfo, kwargs: dict[str, Any]) -> SEConfig | N
                              "use its se_ variant")
         return None
     se = SEConfig.from_kwargs(se_kwargs)
-    allowed = info.spec.placements
+    allowed = info.family_info.placements
     if se.placement not in allowed:
         raise ValueError(f"placement {se.placement!r} is not available in the {info.family} family; "
                          f"allowed: {', '.join(map(repr, allowed))}")
     return se
 
 
+#: Lowest value of each integer keyword that is not 1 (stage numbers: VGG's start at 0; the
+#: model names the stages it has).
+_INT_LOW = {"num_classes": 0, "se_stages": 0}
+#: Probabilities: numbers in [0, 1). Every other number keyword must be > 0.
+_RATES = ("drop_rate", "drop_path_rate", "dropout")
+
+
+@lru_cache(maxsize=None)
+def _numeric_keywords(cls: type, has_se: bool) -> dict[str, tuple[type, bool, bool]]:
+    """``keyword -> (int or float, is a sequence, may be None)`` for every numeric keyword of
+    ``cls.__init__`` (and the SE keywords), from the annotations."""
+    hints = dict(typing.get_type_hints(cls.__init__))
+    if has_se:
+        se_hints = typing.get_type_hints(SEConfig)
+        hints.update({key: se_hints[field] for key, field in SE_KWARGS.items()})
+    out = {}
+    for key, hint in hints.items():
+        optional = False
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(hint) if a is not type(None)]
+            if len(rest) != 1:
+                continue
+            optional, hint = True, rest[0]
+        if hint in (int, float):
+            out[key] = (hint, False, optional)
+        elif typing.get_origin(hint) in (tuple, list, Sequence) and \
+                all(a in (int, Ellipsis) for a in typing.get_args(hint)) and typing.get_args(hint):
+            out[key] = (int, True, optional)
+    return out
+
+
+def _allowed(key: str, kind: type) -> tuple[str, Any]:
+    """The range of a numeric keyword: what it must be (the words after "must be") and a test of
+    one value."""
+    if kind is int:
+        low = _INT_LOW.get(key, 1)
+        return f"an integer >= {low}", lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= low
+    finite = lambda v: isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    if key in _RATES:
+        return "in [0, 1)", lambda v: finite(v) and 0 <= v < 1
+    return "> 0 and finite", lambda v: finite(v) and v > 0
+
+
+def check_keywords(info: registry.ModelInfo, kwargs: Mapping[str, Any]) -> None:
+    """Every numeric keyword of ``info``'s model (``num_classes``, ``in_chans``, widths, depths,
+    groups, ``reduction``, ``se_divisor``, ``se_stages`` ... whatever its family takes, found from
+    its annotations) is a number of the right kind in its range: integers >= 1
+    (``num_classes``, stage numbers >= 0), rates in [0, 1), other numbers finite and > 0. A ``ValueError`` names the
+    keyword and the range. The one check of every keyword, the caller's or a weight file's."""
+    kinds = _numeric_keywords(info.family_info.cls, info.has_se)
+    for key, value in kwargs.items():
+        if key not in kinds or (value is None and kinds[key][2]):
+            continue
+        kind, sequence, _ = kinds[key]
+        text, ok = _allowed(key, kind)
+        if sequence:  # sequences are of integers
+            if not isinstance(value, (list, tuple)) or not all(ok(v) for v in value):
+                raise ValueError(f"{info.name}: {key} must be a sequence of {text.replace('an integer', 'integers')}, "
+                                 f"got {value!r}")
+        elif not ok(value):
+            raise ValueError(f"{info.name}: {key} must be {text}, got {value!r}")
+
+
+class _TooLarge(Exception):
+    def __init__(self, shape: tuple[int, ...], nbytes: int, total: int) -> None:
+        super().__init__(shape, nbytes, total)
+        self.shape, self.nbytes, self.total = shape, nbytes, total
+
+
+class _Empty(Exception):
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__(shape)
+        self.shape = shape
+
+
+_FACTORIES = frozenset((torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.empty_strided))
+
+
+#: Initialisers: they only fill values, which tensors on the meta device do not have.
+_FILLERS = frozenset(("normal_", "uniform_", "fill_", "zero_", "kaiming_normal_", "kaiming_uniform_",
+                      "xavier_normal_", "xavier_uniform_", "trunc_normal_", "constant_", "ones_", "zeros_"))
+
+
+class _SizeGuard(TorchFunctionMode):
+    """Adds up the bytes of every tensor a model's constructor creates and stops it before the
+    allocation that would take the total past ``limit`` or create an empty layer (keywords whose
+    widths round down to 0 channels), and on the meta device (shapes only:
+    :func:`model_shapes`, :func:`infer_model`) skips the initialisers,
+    which would only fill values that do not exist there (half the time of such a build)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.total = 0
+
+    def __torch_function__(self, func, types_, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in _FILLERS:
+            target = args[0] if args else kwargs.get("tensor")  # nn.init passes it by name
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        if func in _FACTORIES:
+            size = kwargs.get("size")
+            if size is None and args:
+                size = args[0] if isinstance(args[0], (tuple, list, torch.Size)) else args
+            try:
+                shape = tuple(int(n) for n in size)
+            except (TypeError, ValueError):
+                shape = None
+            if shape is not None and all(n >= 0 for n in shape):
+                if 0 in shape:
+                    raise _Empty(shape)
+                nbytes = math.prod(shape) * (kwargs.get("dtype") or torch.get_default_dtype()).itemsize
+                self.total += nbytes
+                if self.total > self.limit:
+                    raise _TooLarge(shape, nbytes, self.total)
+        return func(*args, **kwargs)
+
+
 def build(info: registry.ModelInfo, num_classes: int | None, kwargs: Mapping[str, Any]) -> nn.Module:
     """``info``'s network with ``num_classes`` outputs (``None``: its default) and ``kwargs``,
-    randomly initialised, with ``senet_spec`` set."""
+    randomly initialised, with ``senet_spec`` set. Every keyword is checked first
+    (:func:`check_keywords`), and the construction stops before it allocates more than
+    :func:`~senet.utils.limits.max_model_bytes` (a keyword that asks for more, such as
+    ``num_classes=10**12`` or a weight file's header claiming it, is named with the size it
+    would need) or a layer without channels."""
     kwargs = dict(kwargs)
     unknown = sorted(set(kwargs) - set(model_keywords(info)) - set(SE_KWARGS) - {"se"})
     if unknown:
         raise ValueError(f"{info.name} takes no keyword {', '.join(map(repr, unknown))}; "
                          f"it takes: {', '.join(model_keywords(info))}")
-    se_kwargs = {k: v for k, v in kwargs.items() if k in SE_KWARGS}
-    se = _se_config(info, kwargs)
     if num_classes is None:
         num_classes = info.cfg.num_classes
+    check_keywords(info, {"num_classes": num_classes, **kwargs})
+    se_kwargs = {k: v for k, v in kwargs.items() if k in SE_KWARGS}
+    se = _se_config(info, kwargs)
+    limit = max_model_bytes()
     try:
-        model = info.fn(num_classes=num_classes, se=se, **kwargs)
+        with _SizeGuard(limit):
+            model = info.fn(num_classes=num_classes, se=se, **kwargs)
     except TypeError as e:  # e.g. a keyword the model function sets itself
         raise ValueError(f"{info.name}: {e}") from None
+    except (_TooLarge, _Empty) as e:
+        numeric = _numeric_keywords(info.family_info.cls, info.has_se)
+        given = {**({"num_classes": num_classes} if num_classes != info.cfg.num_classes else {}), **kwargs, **se_kwargs}
+        named = ", ".join(f"{k}={v!r}" for k, v in given.items() if k in numeric and v is not None)
+        what = f"{info.name} with {named}" if named else info.name
+        if isinstance(e, _Empty):
+            raise ValueError(f"{what} would have a layer without channels (a tensor of shape {list(e.shape)}); "
+                             "use larger values") from None
+        raise ValueError(f"{what} would need at least {human_bytes(e.total)} for its weights (a tensor of shape "
+                         f"{list(e.shape)} alone: {human_bytes(e.nbytes)}); create_model builds models of at most "
+                         f"{human_bytes(limit)} (${MODEL_ENV} raises the limit)") from None
     model.senet_spec = registry.ModelSpec(info.name, {"num_classes": num_classes, **kwargs, **se_kwargs})
     model._model_args = model.senet_spec.kwargs  # what timm's save_for_hf records to rebuild the model
     return model
@@ -137,6 +293,7 @@ def create_model(
     cfg_entries: dict[str, Any] = {}  # the pretrained config of a tag's weights or of a repo
     released: registry.Released | None = None
     repo = _repo.open_source(name, pretrained, cache_dir) if name is not None else None
+    yours = bool(kwargs) or num_classes is not None  # keywords of the caller, not of a repo's config
     if repo is not None:
         args = dict(repo.model_args)
         repo_classes = args.pop("num_classes", None)
@@ -165,18 +322,26 @@ def create_model(
         released = registry.released_weights(name)
     if released is not None:
         cfg_entries = dict(released.cfg)
-        if pretrained is True and released.dataset == "imagenet-1k":
-            from senet.data.transforms import imagenet_classes
-
-            cfg_entries["classes"] = imagenet_classes()
+        if pretrained is True and released.classes is not None:
+            cfg_entries["classes"] = released.classes
     info = registry.model_info(canonical)
+    if repo is not None:  # a repo's keywords are a file's: checked as such, the error naming it
+        try:
+            check_keywords(info, repo.model_args)
+        except ValueError as e:
+            raise not_built(str(repo.config), "its model_args", info.name, e) from None
     kwargs = {**alias_kwargs, **kwargs}
     if ckpt is None:
-        model = build(info, num_classes, kwargs)
+        try:
+            model = build(info, num_classes, kwargs)
+        except ValueError as e:
+            if repo is None or yours:
+                raise
+            raise not_built(str(repo.config), "its model_args", info.name, e) from None
         cfg = info.cfg.updated(cfg_entries)
     else:
         model = _build_for(ckpt, info, num_classes, kwargs)
-        cfg = info.cfg.updated(cfg_entries).updated(ckpt.metadata.data)
+        cfg = info.cfg.updated(cfg_entries).updated(model.senet_weights.data)
     model.pretrained_cfg = _pretrained_cfg(model, cfg, arch, released)
     if checkpoint_path is not None:
         load_weights(model, checkpoint_path)
@@ -187,14 +352,14 @@ def create_model(
     return model
 
 
-def _pretrained_cfg(model: nn.Module, cfg: registry.PretrainedCfg, architecture: str,
+def _pretrained_cfg(model: nn.Module, cfg: PretrainedCfg, architecture: str,
                     released: registry.Released | None) -> dict[str, Any]:
     """``model.pretrained_cfg``: ``cfg`` fitted to the model's head and input channels, with
     timm's ``architecture`` (the name it was built under), ``tag`` and weight locations."""
     classes = cfg.classes if cfg.classes is not None and len(cfg.classes) == model.num_classes else None
-    channels = lambda size: None if size is None else (model.in_chans, *size[1:])  # noqa: E731
-    out = replace(cfg, num_classes=model.num_classes, classes=classes, input_size=channels(cfg.input_size),
-                  min_input_size=channels(cfg.min_input_size), test_input_size=channels(cfg.test_input_size)).to_dict()
+    # mean and std follow the input channels as the first convolution's weights do (timm's
+    # transforms normalise with them: a 1-channel model needs one value each)
+    out = replace(cfg.for_channels(model.in_chans), num_classes=model.num_classes, classes=classes).to_dict()
     out.update(architecture=architecture, tag=released.tag if released is not None else None)
     if released is not None:
         out.update(hf_hub_id=released.hf_hub_id, url=released.url)
@@ -203,24 +368,157 @@ def _pretrained_cfg(model: nn.Module, cfg: registry.PretrainedCfg, architecture:
 
 def _build_for(ckpt: Checkpoint, info: registry.ModelInfo, num_classes: int | None,
                kwargs: dict[str, Any]) -> nn.Module:
-    """``info``'s model with the layout of ``ckpt``, its weights loaded."""
-    check_family(ckpt, info.name)
-    layout = layout_for(ckpt, info)
+    """``info``'s model built for the reading of ``ckpt`` that fits it (as it is first, see
+    :func:`~senet.models._pretrained.choose_reading`), with that reading's layout and its weights."""
+    check_keywords(info, kwargs if num_classes is None else {"num_classes": num_classes, **kwargs})
+    if len(ckpt.readings(info.family)) > 1 or ckpt.foreign:
+        # another reading is possible: compare the shapes of the model each would build (meta device)
+        def shapes_of(reading: Checkpoint) -> dict[str, tuple[int, ...]] | None:
+            try:
+                layout, classes = file_keywords(reading, info)
+            except WeightsError:
+                return None
+            return model_shapes(info.name, {"num_classes": classes, **layout, **kwargs})
+
+        ckpt = choose_reading(ckpt, info.family_info, shapes_of, first_conv=info.cfg.first_conv)
+        own = shapes_of(ckpt) if ckpt.family is None else None
+        if own is not None:  # another family's weights: said before building a model they cannot go into
+            other = other_family(ckpt, compare(ckpt.state, own, first_conv=info.cfg.first_conv), info.name, info.family)
+            if other is not None:
+                raise other
+    layout, file_classes = file_keywords(ckpt, info)
+    if ckpt.metadata.model and ckpt.metadata.model != info.name:
+        warnings.warn(f"{ckpt.source}: weights saved from {ckpt.metadata.model}, loading into {info.name}",
+                      stacklevel=4)
+    _warn_layout(layout, kwargs, ckpt.source, "keywords", stacklevel=5)
+    try:
+        model = build(info, num_classes if num_classes is not None else file_classes, {**layout, **kwargs})
+    except ValueError as e:
+        if not kwargs:  # nothing but the file chose these keywords
+            raise not_built(ckpt.source, "its metadata", info.name, e) from None
+        raise
+    load_pretrained(model, ckpt, info, file_classes)
+    return model
+
+
+def not_built(source: str, what: str, name: str, error: Exception) -> WeightsError:
+    """The error for keywords a file gave (``what``: its metadata, a repo's model_args) that do
+    not build model ``name``, naming the file."""
+    return WeightsError(f"{source}: {what} does not build {name}: {str(error).removeprefix(name + ': ')}")
+
+
+def file_keywords(ckpt: Checkpoint, info: registry.ModelInfo) -> tuple[dict[str, Any], int]:
+    """The keywords ``info``'s model needs to compute what the reading's source computed (a senet
+    header's, or the layout a converter implies), and the file's number of classes.
+
+    They are checked as ``create_model`` checks its own (every integer in its range, the
+    classifier and input channels those of the file's tensors) before anything is built: a
+    header that does not fit is a ``WeightsError`` naming the file."""
+    layout = ckpt.layout
+    if not info.has_se:  # SE keywords are an error on a model without SE; its keys will be reported
+        layout = {k: v for k, v in layout.items() if k not in SE_KWARGS}
     unknown = sorted(set(layout) - set(model_keywords(info)))
     if unknown:
         raise WeightsError(f"{ckpt.source}: its metadata holds model keyword(s) {', '.join(map(repr, unknown))} "
                            f"that {info.name} does not take in this senet version (it takes: "
                            f"{', '.join(model_keywords(info))})")
-    if ckpt.metadata.model and ckpt.metadata.model != info.name:
-        warnings.warn(f"{ckpt.source}: weights saved from {ckpt.metadata.model}, loading into {info.name}",
-                      stacklevel=4)
-    _warn_layout(layout, kwargs, ckpt.source, "keywords", stacklevel=5)
-    file_classes = ckpt.num_classes
+    classes = classes_of(ckpt, info.cfg.classifier)
     try:
-        model = build(info, num_classes if num_classes is not None else file_classes, {**layout, **kwargs})
+        check_keywords(info, {"num_classes": classes, **layout})
     except ValueError as e:
-        if not kwargs:  # nothing but the file chose these keywords
-            raise WeightsError(f"{ckpt.source}: its metadata does not build {info.name}: {e}") from None
-        raise
-    load_pretrained(model, ckpt, info, file_classes)
-    return model
+        raise not_built(ckpt.source, "its metadata", info.name, e) from None
+    conv = ckpt.state.get(f"{info.cfg.first_conv}.weight")
+    if "in_chans" in layout and conv is not None and conv.ndim == 4 and conv.shape[1] != layout["in_chans"]:
+        raise WeightsError(f"{ckpt.source}: its metadata says in_chans={layout['in_chans']!r}, but its first "
+                           f"convolution '{info.cfg.first_conv}.weight' takes {conv.shape[1]} channels")
+    return layout, classes
+
+
+_SHAPES: dict[tuple[str, str], dict[str, tuple[int, ...]] | None] = {}
+
+
+def model_shapes(name: str, kwargs: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
+    """The state-dict shapes of ``create_model(name, **kwargs)``, built on the ``meta`` device
+    (no memory, no initialisation) and remembered; ``None`` if those keywords do not build it."""
+    key = (name, repr(sorted(kwargs.items())))
+    if key not in _SHAPES:
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "initializing zero-element tensors is a no-op"
+                model = create_model(name, **kwargs)
+        except (TypeError, ValueError):
+            shapes = None
+        else:
+            shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if len(_SHAPES) >= 256:
+            _SHAPES.clear()
+        _SHAPES[key] = shapes
+    return _SHAPES[key]
+
+
+def load_weights(model: nn.Module, path_or_state_dict: PathOrState, *, strict: bool = True) -> LoadResult:
+    """Load a senet, timm or Cadene/timm-legacy checkpoint into an existing senet model.
+
+    Tensors whose names and shapes fit the model load as they are; only a file that does not
+    fit is read as a timm / Cadene layout of the model's family. Warns if the model's layout
+    (stride position, stem pooling, branch ReLU) differs from the one the weights were trained
+    with: they would load, but compute something else. With ``strict=False`` missing and
+    unexpected keys are returned instead of raised; mis-shaped keys are always an error.
+    """
+    ckpt = open_checkpoint(path_or_state_dict)
+    spec = getattr(model, "senet_spec", None)
+    info = registry.model_info(spec.name) if spec is not None else None
+    family = info.family_info if info is not None else None
+    first_conv = info.cfg.first_conv if info is not None else None
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    ckpt = choose_reading(ckpt, family, lambda _: own, first_conv=first_conv)
+    if info is not None and ckpt.metadata.format == "senet":
+        file_keywords(ckpt, info)  # a header that contradicts its own tensors is refused here too
+    if family is None and ckpt.family is not None:
+        family = registry.families()[ckpt.family]
+    if family is not None and family.layout_of is not None and isinstance(model, family.cls):
+        _warn_layout(ckpt.layout, family.layout_of(model), ckpt.source, "the model's", stacklevel=3)
+    return _load_into(model, ckpt, strict=strict, family=family, first_conv=first_conv)
+
+
+def _fits_exactly(reading: Checkpoint, info: registry.ModelInfo) -> bool:
+    """Whether ``info``'s model, built with the reading's keywords, has exactly its keys and shapes."""
+    state = _upgraded(reading, info.family_info)
+    # cheap necessary conditions first: the model's first convolution, SE blocks if it has them
+    if f"{info.cfg.first_conv}.weight" not in state or info.has_se != any(".se." in k for k in state):
+        return False
+    try:
+        layout, classes = file_keywords(reading, info)
+    except WeightsError:
+        return False
+    have = model_shapes(info.name, {"num_classes": classes, **layout})
+    return have is not None and compare(state, have).exact
+
+
+def infer_model(weights: PathOrState) -> str:
+    """The one registered model whose parameter names and shapes match the checkpoint.
+
+    A senet file names its model in its metadata. Otherwise each registered model is built on
+    the ``meta`` device (no memory, no initialisation) and compared key by key with the file's
+    tensors as they are, and only if no model has them, with the readings of its family's
+    converters (with the layout each implies). Raises ``WeightsError`` when no model or
+    several match.
+    """
+    ckpt = open_checkpoint(weights)
+    if ckpt.metadata.model:
+        registry.model_info(ckpt.metadata.model)
+        return ckpt.metadata.model
+    infos = {name: registry.model_info(name) for name in registry.list_models()}
+    matches = [name for name, info in infos.items() if _fits_exactly(ckpt, info)]
+    if not matches:  # only then guess a foreign layout
+        matches = [name for name, info in infos.items()
+                   if any(_fits_exactly(reading, info) for reading in ckpt.readings(info.family)[1:])]
+    if len(matches) == 1:
+        return matches[0]
+    described = [r.describe for r in ckpt.foreign if r.describe]
+    what = f" ({described[0]})" if described else ""
+    if not matches:
+        raise WeightsError(f"{ckpt.source}: no registered model has the shapes of these {ckpt.metadata.format} "
+                           f"weights{what}; pass --model NAME (and its keywords) to see what differs")
+    raise WeightsError(f"{ckpt.source}: the weights{what} fit several models ({', '.join(matches)}); "
+                       "pass --model NAME")

@@ -78,7 +78,7 @@ def hub_file(repo_id: str, filename: str, *, revision: str | None = None,
     once, not after huggingface_hub's retries). Errors are huggingface_hub's (a missing file:
     its ``EntryNotFoundError``), or a :class:`WeightsError` without huggingface_hub."""
     hf = _huggingface_hub()
-    from senet import __version__
+    from senet.version import __version__
 
     common: dict[str, Any] = dict(revision=revision, cache_dir=None if cache_dir is None else str(cache_dir),
                                   library_name="senet", library_version=__version__)

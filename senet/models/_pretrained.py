@@ -1,21 +1,31 @@
-"""Weights for senet models: reading any supported checkpoint into a model, saving senet's own.
+"""Checkpoints and their tensors: reading any supported checkpoint, fitting it to a model and
+loading it in; the header of senet's own files.
 
-* :func:`open_checkpoint` reads a file (or a state dict) and renames its keys to senet's: a
-  senet-native file is taken as it is; a foreign one (timm, Cadene) goes through the converters
-  its family declared when it registered (:class:`~senet.models.registry.Family`);
-* :func:`load_weights` loads into an existing model, :func:`save_weights` writes senet-native
-  ``.safetensors`` (model name, keywords and pretrained config in the metadata), and
-  :func:`infer_model` names the registered model whose shapes a checkpoint has;
-* :func:`convert_weights` turns a timm / Cadene checkpoint into a senet-native file.
+One loader path serves :func:`~senet.models.load_weights`, ``create_model(pretrained=... /
+checkpoint_path=...)``, :func:`~senet.models.infer_model` and :func:`~senet.models.convert_weights`:
 
-The file formats themselves live in :mod:`senet.weights` (which knows nothing of the models).
+* :func:`open_checkpoint` reads a file (or a state dict) as it is. A senet-native file
+  (``format=senet``) is only ever read that way; another one may also be in another project's
+  keys (timm, Cadene): its :attr:`Checkpoint.foreign` readings are what the converters each
+  family declared when it registered (:class:`~senet.models.registry.Family`) make of it;
+* :func:`choose_reading` picks, for a model, the first reading whose keys and shapes fit it,
+  **as it is first**: a state dict that already fits (``torch.save(model.state_dict())``) is
+  never re-interpreted; the converters are only the guess for files that do not fit;
+* :func:`_load_into` checks a reading's names and shapes against a model and copies the tensors in.
+
+What model and keywords a file stands for is the builder's to decide
+(:mod:`senet.models._builder`, which uses this module and never the reverse); writing files
+is :mod:`senet.models._save`'s. The file formats themselves live in :mod:`senet.weights`
+(which knows nothing of the models).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from numbers import Integral
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,8 +33,8 @@ import torch
 from torch import nn
 
 from senet.errors import WeightsError
-from senet.layers.se import SE_KWARGS
 from senet.models import registry
+from senet.preprocess import PretrainedCfg
 from senet.weights import io, metadata
 from senet.weights.keymap import Foreign, is_batch_counter
 from senet.weights.metadata import WeightsMetadata
@@ -34,6 +44,7 @@ NEUTRAL_KWARGS = ("num_classes", "drop_rate", "drop_path_rate", "zero_init_last"
 _SHOW = 8
 
 PathOrState = str | Path | Mapping[str, torch.Tensor]
+Shapes = Mapping[str, Sequence[int]]
 
 
 class LoadResult(NamedTuple):
@@ -45,7 +56,11 @@ class LoadResult(NamedTuple):
 
 @dataclass
 class Checkpoint:
-    """A checkpoint in senet's keys, with what the file says about itself."""
+    """One reading of a checkpoint in senet's keys, with what the file says about itself.
+
+    :func:`open_checkpoint` returns the file's tensors as they are (``family`` ``None``);
+    :attr:`foreign` holds the readings of the same tensors as another project's layout.
+    """
 
     state: dict[str, torch.Tensor]
     origin: dict[str, str]  # senet key -> key in the file
@@ -54,24 +69,34 @@ class Checkpoint:
     family: str | None = None  # the family whose converter renamed a foreign file's keys
     describe: str = ""
 
-    def fits_family(self, family: str) -> bool:
-        """Whether these keys can go into a model of ``family`` (senet-native keys: any)."""
-        return self.family is None or family == self.family
+    @cached_property
+    def foreign(self) -> tuple[Checkpoint, ...]:
+        """The readings of these tensors by every family converter that recognises their keys
+        (computed on first use; none for a senet-native file or a reading that is foreign itself)."""
+        if self.family is not None or self.metadata.format == "senet":
+            return ()
+        out = []
+        for family in registry.families().values():
+            for convert in family.converters:
+                found: Foreign | None = convert(self.state, self.source)
+                if found is not None:
+                    meta = WeightsMetadata(format=found.source, model=None, kwargs=dict(found.layout),
+                                           extra=dict(self.metadata.extra))
+                    out.append(Checkpoint(found.state, found.origin, meta, self.source, family.name, found.describe))
+        return tuple(out)
+
+    def readings(self, family: str | None = None) -> list[Checkpoint]:
+        """The ways these tensors may go into a model of ``family`` (``None``: of any family), in
+        the order they are tried: as they are, then the family's converters' readings."""
+        return [self, *(r for r in self.foreign if family is None or r.family == family)]
 
     @property
     def layout(self) -> dict[str, Any]:
         return {k: v for k, v in self.metadata.kwargs.items() if k != "num_classes"}
 
-    @property
-    def num_classes(self) -> int:
-        if "num_classes" in self.metadata.kwargs:
-            return int(self.metadata.kwargs["num_classes"])
-        fc = self.state.get("fc.weight")
-        return int(fc.shape[0]) if fc is not None else 0
-
 
 def open_checkpoint(weights: PathOrState) -> Checkpoint:
-    """Read ``weights`` and rename its keys to senet's (see the module docstring)."""
+    """Read ``weights`` (a path or a state dict) as it is (see the module docstring)."""
     if isinstance(weights, Checkpoint):
         return weights
     if isinstance(weights, Mapping):
@@ -82,14 +107,23 @@ def open_checkpoint(weights: PathOrState) -> Checkpoint:
         raw, meta = io.read_checkpoint(weights)
     if meta.get("format") == "senet":
         return Checkpoint(raw, {k: k for k in raw}, metadata.decode(meta, source), source)
-    for family in registry.families().values():
-        for convert in family.converters:
-            foreign: Foreign | None = convert(raw, source)
-            if foreign is not None:
-                meta_ = WeightsMetadata(format=foreign.source, model=None, kwargs=dict(foreign.layout), extra=dict(meta))
-                return Checkpoint(foreign.state, foreign.origin, meta_, source, family.name, foreign.describe)
-    # senet's own keys without senet metadata (e.g. torch.save(model.state_dict()))
     return Checkpoint(raw, {k: k for k in raw}, WeightsMetadata("state dict", None, {}, extra=dict(meta)), source)
+
+
+def classes_of(ckpt: Checkpoint, classifier: str) -> int:
+    """The number of classes of the file's model: the rows of its classifier ``classifier.weight``
+    (0 without one). A ``num_classes`` in its metadata must say the same: a header that
+    contradicts the file's own tensors is refused before anything is built from it."""
+    weight = ckpt.state.get(f"{classifier}.weight")
+    rows = int(weight.shape[0]) if weight is not None and weight.ndim >= 1 else 0
+    if "num_classes" not in ckpt.metadata.kwargs:
+        return rows
+    claimed = ckpt.metadata.kwargs["num_classes"]
+    if isinstance(claimed, bool) or not isinstance(claimed, Integral) or claimed != rows:
+        held = f"its classifier '{classifier}.weight' has {rows} rows" if weight is not None else \
+            f"it holds no classifier '{classifier}.weight'"
+        raise WeightsError(f"{ckpt.source}: its metadata says num_classes={claimed!r}, but {held}")
+    return rows
 
 
 def _listing(what: str, items: list[str]) -> str:
@@ -111,48 +145,126 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return weight.repeat(1, repeat, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
 
 
+def _adaptable(file: Sequence[int], model: Sequence[int]) -> bool:
+    """Whether a first convolution of shape ``file`` (RGB) adapts to ``model``'s input channels."""
+    return len(file) == len(model) == 4 and file[1] == 3 and file[0] == model[0] and tuple(file[2:]) == tuple(model[2:])
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a reading's keys and shapes compare with a model's."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    misshaped: list[str] = field(default_factory=list)
+    matched: int = 0  # keys present in both, with the model's shape
+
+    @property
+    def exact(self) -> bool:
+        return not (self.missing or self.unexpected or self.misshaped)
+
+
+def _upgraded(ckpt: Checkpoint, family: registry.Family | None) -> dict[str, torch.Tensor]:
+    """The reading's tensors after ``family``'s upgrade of older layouts of its own keys."""
+    state = dict(ckpt.state)
+    return family.upgrade(state) if family is not None and family.upgrade is not None else state
+
+
+def compare(state: Shapes | Mapping[str, torch.Tensor], own: Shapes | Mapping[str, torch.Tensor], *,
+            skip: str | None = None, first_conv: str | None = None) -> Fit:
+    """Compare a reading's keys and shapes with a model's (``skip``: a module left out, the
+    classifier being replaced; ``first_conv``: a module whose RGB weights adapt to other input
+    channels). BatchNorm's batch counters may be absent from the file."""
+    shape = lambda v: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v)  # noqa: E731
+    skipped = (lambda k: k.startswith(skip + ".")) if skip else (lambda k: False)  # noqa: E731
+    conv = f"{first_conv}.weight" if first_conv else None
+    missing = [k for k in own if k not in state and not is_batch_counter(k) and not skipped(k)]
+    unexpected = [k for k in state if k not in own and not skipped(k)]
+    misshaped, matched = [], 0
+    for k in state:
+        if k in own and not skipped(k):
+            a, b = shape(state[k]), shape(own[k])
+            if a == b or (k == conv and _adaptable(a, b)):
+                matched += 1
+            else:
+                misshaped.append(k)
+    return Fit(missing, unexpected, misshaped, matched)
+
+
+def choose_reading(ckpt: Checkpoint, family: registry.Family | None,
+                   shapes_of: Callable[[Checkpoint], Shapes | None], *, first_conv: str | None = None) -> Checkpoint:
+    """The reading of ``ckpt`` a model of ``family`` loads: the first whose keys and shapes fit
+    the model exactly, trying the tensors as they are first (``shapes_of(reading)``: the
+    model's shapes when built for that reading, ``None`` if it cannot be). When none fits,
+    the one with the most matching keys, to load partially (``strict=False``) or to report."""
+    best: tuple[Checkpoint, int] | None = None
+    for reading in ckpt.readings(family.name if family is not None else None):
+        own = shapes_of(reading)
+        if own is None:
+            continue
+        upgrade = family if family is not None else registry.families().get(reading.family or "")
+        fit = compare(_upgraded(reading, upgrade), own, first_conv=first_conv)
+        if fit.exact:
+            return reading
+        if best is None or fit.matched > best[1]:
+            best = (reading, fit.matched)
+    return best[0] if best is not None else ckpt
+
+
+def other_family(ckpt: Checkpoint, fit: Fit, name: str, family: str) -> WeightsError | None:
+    """The error for tensors that, as they are, hardly fit a model of ``family`` (fewer than half
+    of them in its names and shapes) while another family's converter reads them: another
+    project's weights of another family."""
+    others = [r for r in ckpt.foreign if r.family != family]
+    if ckpt.family is not None or not others or 2 * fit.matched >= len(ckpt.state):
+        return None
+    r = others[0]
+    return WeightsError(f"{ckpt.source}: these {r.metadata.format} weights are of the {r.family} family; "
+                        f"{name} is a {family} model" + (f" (the file holds {r.describe})" if r.describe else ""))
+
+
 def _load_into(model: nn.Module, ckpt: Checkpoint, *, strict: bool, skip: str | None = None,
                family: registry.Family | None = None, first_conv: str | None = None) -> LoadResult:
-    """Check names and shapes of ``ckpt`` against ``model`` and copy the tensors in (after the
-    family's ``upgrade`` of older layouts, adapting the first convolution to ``in_chans``)."""
-    upgrade = family.upgrade if family is not None else None
+    """Check names and shapes of the reading ``ckpt`` against ``model`` and copy the tensors in
+    (after the family's ``upgrade`` of older layouts, adapting the first convolution to ``in_chans``)."""
     own = model.state_dict()
-    state = dict(ckpt.state)
-    if upgrade is not None:
-        state = upgrade(state)
-    key = f"{first_conv}.weight" if first_conv else None
-    if key in state and key in own and state[key].shape != own[key].shape and state[key].shape[1] == 3 \
-            and state[key].shape[0] == own[key].shape[0]:
-        state[key] = adapt_input_conv(state[key], own[key].shape[1])
+    state = _upgraded(ckpt, family if family is not None else registry.families().get(ckpt.family or ""))
+    fit = compare(state, own, skip=skip, first_conv=first_conv)
+    name = getattr(getattr(model, "senet_spec", None), "name", type(model).__name__)
+    other = other_family(ckpt, fit, name, family.name) if family is not None else None
+    if other is not None:
+        raise other
     if ckpt.family is None and ckpt.metadata.format != "senet" and not set(state) & set(own):
         keys = list(state)
         shown = ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else "")
         raise WeightsError(f"{ckpt.source}: unrecognised checkpoint; expected senet keys or a timm / Cadene "
                            f"layout senet reads, found: {shown or 'no keys'}")
-    skipped = (lambda k: k.startswith(skip + ".")) if skip else (lambda k: False)
-    missing = [k for k in own if k not in state and not is_batch_counter(k) and not skipped(k)]
-    unexpected = [k for k in state if k not in own and not skipped(k)]
-    misshaped = [k for k in state if k in own and not skipped(k) and state[k].shape != own[k].shape]
-    if misshaped or (strict and (missing or unexpected)):
-        name = getattr(getattr(model, "senet_spec", None), "name", type(model).__name__)
+    if fit.misshaped or (strict and (fit.missing or fit.unexpected)):
         parts = []
-        if missing:
-            parts.append(_listing("missing key", missing))
-        if unexpected:
-            parts.append(_listing("unexpected key", [_named(k, ckpt.origin) for k in unexpected]))
-        if misshaped:
+        if fit.missing:
+            parts.append(_listing("missing key", fit.missing))
+        if fit.unexpected:
+            parts.append(_listing("unexpected key", [_named(k, ckpt.origin) for k in fit.unexpected]))
+        if fit.misshaped:
             parts.append(_listing("mis-shaped key", [
                 f"{_named(k, ckpt.origin)} file {list(state[k].shape)} vs model {list(own[k].shape)}"
-                for k in misshaped]))
+                for k in fit.misshaped]))
         hint = ""
         if ckpt.describe:
             hint = f"; the file holds {ckpt.describe}"
         elif ckpt.metadata.model:
             hint = f"; the file was saved from {ckpt.metadata.model}"
+        elif family is not None and any(r.family != family.name for r in ckpt.foreign):
+            r = next(r for r in ckpt.foreign if r.family != family.name)
+            hint = f"; its keys also read as {r.metadata.format} weights of the {r.family} family ({r.describe})"
         raise WeightsError(f"{ckpt.source}: {ckpt.metadata.format} weights do not fit {name}: "
                            f"{'; '.join(parts)}{hint}")
+    key = f"{first_conv}.weight" if first_conv else None
+    if key in state and key in own and state[key].shape != own[key].shape:
+        state[key] = adapt_input_conv(state[key], own[key].shape[1])
+    skipped = (lambda k: k.startswith(skip + ".")) if skip else (lambda k: False)  # noqa: E731
     model.load_state_dict({k: v for k, v in state.items() if k in own and not skipped(k)}, strict=False)
-    return LoadResult(missing, unexpected)
+    return LoadResult(fit.missing, fit.unexpected)
 
 
 def _warn_layout(weights: Mapping[str, Any], used: Mapping[str, Any], source: str, what: str, stacklevel: int) -> None:
@@ -169,196 +281,74 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
-def check_family(ckpt: Checkpoint, name: str) -> None:
-    family = registry.model_info(name).family
-    if not ckpt.fits_family(family):
-        raise WeightsError(f"{ckpt.source}: these {ckpt.metadata.format} weights are of the {ckpt.family} family; "
-                           f"{name} is a {family} model")
-
-
-def layout_for(ckpt: Checkpoint, info: registry.ModelInfo) -> dict[str, Any]:
-    """The keywords ``info``'s model needs to compute what the checkpoint's source computed."""
-    layout = ckpt.layout
-    if not info.has_se:  # SE keywords are an error on a model without SE; its keys will be reported
-        layout = {k: v for k, v in layout.items() if k not in SE_KWARGS}
-    return layout
-
-
 def load_pretrained(model: nn.Module, ckpt: Checkpoint, info: registry.ModelInfo, file_classes: int) -> None:
-    """Load ``ckpt`` into ``model`` (built for it by the builder), leaving a classifier whose
-    size differs from the file's freshly initialised."""
+    """Load the reading ``ckpt`` into ``model`` (built for it by the builder), leaving a
+    classifier whose size differs from the file's freshly initialised."""
     skip = None
     if model.num_classes != file_classes:
         skip = info.cfg.classifier
         warnings.warn(f"{ckpt.source}: the file's classifier has {file_classes} classes, the model "
                       f"{model.num_classes}; loaded everything except the classifier '{skip}', which is freshly "
                       "initialised", stacklevel=4)
-    _load_into(model, ckpt, strict=True, skip=skip, family=info.spec, first_conv=info.cfg.first_conv)
+    _load_into(model, ckpt, strict=True, skip=skip, family=info.family_info, first_conv=info.cfg.first_conv)
     model.senet_weights = ckpt.metadata
 
 
-def load_weights(model: nn.Module, path_or_state_dict: PathOrState, *, strict: bool = True) -> LoadResult:
-    """Load a senet, timm or Cadene/timm-legacy checkpoint into an existing senet model.
-
-    Warns if the model's layout (stride position, stem pooling, branch ReLU) differs from the
-    one the weights were trained with: they would load, but compute something else. With
-    ``strict=False`` missing and unexpected keys are returned instead of raised; mis-shaped keys
-    are always an error.
-    """
-    ckpt = open_checkpoint(path_or_state_dict)
-    spec = getattr(model, "senet_spec", None)
-    if spec is not None:
-        check_family(ckpt, spec.name)
-        family = registry.model_info(spec.name).spec
-    else:
-        family = registry.families().get(ckpt.family) if ckpt.family else None
-    if family is not None and family.layout_of is not None:
-        _warn_layout(ckpt.layout, family.layout_of(model), ckpt.source, "the model's", stacklevel=3)
-    first_conv = registry.model_info(spec.name).cfg.first_conv if spec is not None else None
-    return _load_into(model, ckpt, strict=strict, family=family, first_conv=first_conv)
+class ClassNamesError(ValueError):
+    """Class names that do not fit the model (as many names as it has outputs)."""
 
 
-def save_weights(
-    model: nn.Module,
-    path: str | Path,
-    *,
-    classes: Sequence[str] | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    metadata: Mapping[str, str] | None = None,
-    allow_nonfinite: bool = False,
-) -> Path:
-    """Write ``model``'s weights as senet-native ``.safetensors`` (atomically; weights holding NaN
-    or inf are refused unless ``allow_nonfinite``).
-
-    The metadata records ``format=senet``, the model name and keywords (from
-    ``model.senet_spec``, set by ``create_model``, with the head as it is now, after any
-    ``reset_classifier``), the senet version and the pretrained config (input size,
-    ``crop_pct``, interpolation, mean, std and, when known, the class names), so that
-    ``create_model(pretrained=path)`` rebuilds the same network from the file alone.
-    ``classes``, ``mean`` and ``std`` override the model's config; ``metadata`` adds string
-    entries of your own.
-    """
-    from senet import __version__
-    from senet.models._builder import create_model
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: senet writes .safetensors files; use a name ending in .safetensors")
-    spec = getattr(model, "senet_spec", None)
-    if spec is None:
-        raise WeightsError("the model has no senet_spec: build it with senet.create_model to save it")
-    kwargs = dict(spec.kwargs)
+def saved_keywords(model: nn.Module) -> dict[str, Any]:
+    """The keywords that rebuild ``model`` (built by ``create_model``) as it is now: its
+    ``senet_spec`` with the head and pooling after any ``reset_classifier``."""
+    kwargs = dict(model.senet_spec.kwargs)
     if hasattr(model, "num_classes"):
         kwargs["num_classes"] = model.num_classes
     pool = getattr(getattr(model, "global_pool", None), "pool_type", None)
     if pool is not None and pool != kwargs.get("global_pool", "avg"):
         kwargs["global_pool"] = pool
-    header = metadata_for(model, kwargs, classes, mean, std, __version__, metadata)
-    state = model.state_dict()
-    with torch.device("meta"):
-        reference = create_model(spec.name, **kwargs).state_dict()
-    if {k: tuple(v.shape) for k, v in state.items()} != {k: tuple(v.shape) for k, v in reference.items()}:
-        raise WeightsError(f"the model no longer matches create_model({spec.name!r}, **{kwargs}) "
-                           "(modules replaced?); its weights could not be loaded back")
-    return io.write_safetensors(path, state, header, allow_nonfinite=allow_nonfinite)
+    return kwargs
 
 
-def metadata_for(model: nn.Module, kwargs: Mapping[str, Any], classes: Sequence[str] | None,
-                 mean: Sequence[float] | None, std: Sequence[float] | None, version: str,
-                 extra: Mapping[str, str] | None) -> dict[str, str]:
-    """The safetensors header :func:`save_weights` writes for ``model``."""
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    data = {k: cfg.get(k) for k in metadata.DATA_KEYS}
+def file_header(model: nn.Module, *, classes: Sequence[str] | None = None, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The senet header of ``model`` (:mod:`senet.weights.metadata`): what :func:`save_weights`
+    writes into a weight file and :func:`senet.export.export_model` into an exported one. Its
+    pretrained config is ``model.pretrained_cfg`` with ``classes``, ``mean`` and ``std`` (one
+    value per input channel) in place of its own; class names of a replaced head are dropped."""
+    from senet.version import __version__
+
+    spec = getattr(model, "senet_spec", None)
+    kwargs = saved_keywords(model) if spec is not None else {}
+    own = getattr(model, "pretrained_cfg", None)
+    cfg = PretrainedCfg.from_dict(own) if own else None
+    outputs = kwargs.get("num_classes", getattr(model, "num_classes", None))
     if classes is not None:
-        classes = list(classes)
+        classes = tuple(classes)
         if not all(isinstance(c, str) for c in classes):
-            raise ValueError(f"classes must be a sequence of str, got {classes!r}")
-        data["classes"] = classes
-    elif data.get("classes") is not None and len(data["classes"]) != kwargs.get("num_classes"):
-        data["classes"] = None  # the head was replaced: its outputs are no longer those classes
-    n_classes = kwargs.get("num_classes")
-    if data.get("classes") is not None and n_classes is not None and len(data["classes"]) != n_classes:
-        raise ValueError(f"{len(data['classes'])} class names given for a model with {n_classes} classes")
+            raise ClassNamesError(f"classes must be a sequence of str, got {list(classes)!r}")
+        if outputs is not None and len(classes) != outputs:
+            raise ClassNamesError(f"{len(classes)} class names given for a model with {outputs} classes")
+    elif cfg is not None and cfg.classes is not None and len(cfg.classes) != outputs:
+        cfg = replace(cfg, classes=None)  # the head was replaced: its outputs are no longer those classes
+    channels = getattr(model, "in_chans", None)
     if (mean is None) != (std is None) or (mean is not None and len(list(mean)) != len(list(std))):
         raise ValueError("give mean and std together, with one value per input channel each")
-    if mean is not None:
-        data["mean"], data["std"] = list(mean), list(std)
-    return metadata.encode(model.senet_spec.name, kwargs, data, version, extra)
+    if mean is not None and channels is not None and len(list(mean)) != channels:
+        raise ValueError(f"give one mean and std value per input channel: the model takes {channels}, "
+                         f"got {len(list(mean))}")
+    given = {"classes": classes, "mean": mean, "std": std}
+    if any(v is not None for v in given.values()):
+        cfg = (cfg or PretrainedCfg()).updated({k: tuple(v) for k, v in given.items() if v is not None})
+    return metadata.encode(spec.name if spec is not None else None, kwargs, cfg, __version__, extra)
 
 
 def read_metadata(path: str | Path) -> WeightsMetadata:
-    """What a weight file says about itself; a senet file's header is read without its tensors."""
+    """What a file says about itself: a weight file (a senet file's header is read without its
+    tensors, another's is its layout) or a model senet exported (ONNX, TorchScript)."""
     path = Path(path)
-    if path.is_file() and io.is_safetensors(path):
-        meta = io.read_safetensors_metadata(path)
-        if meta.get("format") == "senet":
-            return metadata.decode(meta, str(path))
+    if path.is_file():
+        header = io.read_safetensors_metadata(path) if io.is_safetensors(path) else io.read_exported_header(path)
+        if header is not None and header.get("format") == "senet":
+            return metadata.decode(header, str(path))
     return open_checkpoint(path).metadata
-
-
-def infer_model(weights: PathOrState) -> str:
-    """The one registered model whose parameter names and shapes match the checkpoint.
-
-    A senet file names its model in its metadata. Otherwise each registered model (with SE
-    blocks if the checkpoint has them; of the family whose converter read a foreign file) is
-    built on the ``meta`` device (no memory, no initialisation) with the checkpoint's layout
-    and compared key by key. Raises ``WeightsError`` when no model or several match.
-    """
-    from senet.models._builder import create_model
-
-    ckpt = open_checkpoint(weights)
-    if ckpt.metadata.model:
-        registry.model_info(ckpt.metadata.model)
-        return ckpt.metadata.model
-    want = {k: tuple(v.shape) for k, v in ckpt.state.items() if not is_batch_counter(k)}
-    has_se = any(".se." in k for k in want)
-    matches = []
-    for name in registry.list_models():
-        info = registry.model_info(name)
-        if info.has_se != has_se or not ckpt.fits_family(info.family):
-            continue
-        try:
-            with torch.device("meta"):
-                model = create_model(name, num_classes=ckpt.num_classes, **layout_for(ckpt, info))
-        except (TypeError, ValueError):
-            continue
-        have = {k: tuple(v.shape) for k, v in model.state_dict().items() if not is_batch_counter(k)}
-        if have == want:
-            matches.append(name)
-    if len(matches) == 1:
-        return matches[0]
-    what = f" ({ckpt.describe})" if ckpt.describe else ""
-    if not matches:
-        raise WeightsError(f"{ckpt.source}: no registered model has the shapes of these {ckpt.metadata.format} "
-                           f"weights{what}; pass --model NAME (and its keywords) to see what differs")
-    raise WeightsError(f"{ckpt.source}: the weights{what} fit several models ({', '.join(matches)}); "
-                       "pass --model NAME")
-
-
-def convert_weights(
-    src: PathOrState,
-    dst: str | Path,
-    *,
-    model: str | None = None,
-    classes: Sequence[str] | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    allow_nonfinite: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
-    """Write ``src`` (timm, Cadene or senet weights) to ``dst`` as senet-native ``.safetensors``.
-
-    ``model`` defaults to :func:`infer_model`; the layout of the source is stored with it,
-    so that ``create_model(pretrained=dst)`` computes what the source model computed.
-    Returns the loaded model.
-    """
-    from senet.models._builder import create_model
-
-    ckpt = open_checkpoint(src)
-    net = create_model(model or infer_model(ckpt), pretrained=ckpt, **kwargs)
-    meta = ckpt.metadata
-    save_weights(net, dst, classes=classes if classes is not None else meta.classes,
-                 mean=mean if mean is not None else meta.mean, std=std if std is not None else meta.std,
-                 metadata=meta.extra if meta.format == "senet" else None, allow_nonfinite=allow_nonfinite)
-    return net

@@ -29,7 +29,8 @@ from torch import nn
 from senet.layers import CheckpointSequential, SEConfig
 from senet.models._base import SenetModel, feature
 from senet.models._common import init_weights
-from senet.models.registry import PretrainedCfg, register_family, register_model
+from senet.models.registry import register_family, register_model
+from senet.preprocess import PretrainedCfg
 
 
 class ModuleSpec(NamedTuple):

@@ -27,7 +27,8 @@ from torch import nn
 from senet.layers import PLACEMENTS, CheckpointSequential, ResidualUnit, SEConfig, drop_path_rates, make_block_se
 from senet.models._base import SenetModel, feature
 from senet.models._common import init_conv_bn
-from senet.models.registry import PretrainedCfg, register_family, register_model
+from senet.models.registry import register_family, register_model
+from senet.preprocess import PretrainedCfg
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)

@@ -36,7 +36,8 @@ from torch import nn
 from senet.layers import CheckpointSequential, ResidualUnit, SEConfig, drop_path_rates, make_block_se
 from senet.models._base import SenetModel, feature
 from senet.models._common import RESIDUAL_PLACEMENTS, init_weights
-from senet.models.registry import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg, Released, register_family, register_model
+from senet.models.registry import Released, register_family, register_model
+from senet.preprocess import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg
 from senet.weights.keymap import Foreign, prefix_rules, rename_keys
 
 MIN_INPUT = 75

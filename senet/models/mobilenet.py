@@ -23,10 +23,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from senet.layers import CheckpointSequential, SEConfig
+from senet.layers import CheckpointSequential, SEConfig, make_divisible
 from senet.models._base import SenetModel, dilate, feature
 from senet.models._common import init_weights
-from senet.models.registry import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg, Released, register_family, register_model
+from senet.models.registry import Released, register_family, register_model
+from senet.preprocess import INCEPTION_MEAN, INCEPTION_STD, PretrainedCfg
 from senet.weights.keymap import Foreign, prefix_rules, rename_keys
 
 #: (output channels, stride) of the 13 depthwise-separable units, grouped by stage 1-5.
@@ -38,12 +39,6 @@ STAGES: tuple[tuple[tuple[int, int], ...], ...] = (
     ((1024, 2), (1024, 1)),
 )
 ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
-
-
-def make_divisible(channels: float, divisor: int = 8) -> int:
-    """``channels`` rounded to the nearest multiple of ``divisor`` (never 10% below it)."""
-    out = max(divisor, int(channels + divisor / 2) // divisor * divisor)
-    return out + divisor if out < 0.9 * channels else out
 
 
 class Stem(nn.Module):

@@ -1,10 +1,11 @@
-"""Model registry: families, models, their pretrained configs and released weights, timm's names
-and pretrained tags.
+"""Model registry: families, models, their pretrained configs (:class:`~senet.preprocess.PretrainedCfg`)
+and released weights, timm's names and pretrained tags.
 
 A family module registers itself once (:func:`register_family`: its class, the SE placements its
 units allow, the readers of foreign checkpoints of its keys, the layout keywords its weights
 depend on) and each of its models (:func:`register_model`). :func:`senet.create_model` (the one
-builder, :mod:`senet.models._builder`) reads everything it needs from here.
+builder, :mod:`senet.models._builder`) reads everything it needs from here. Importing
+``senet.models`` (which any import of this module does first) registers every family.
 """
 
 from __future__ import annotations
@@ -12,53 +13,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from torch import nn
 
+from senet.preprocess import PretrainedCfg
 from senet.weights.keymap import Converter
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-INCEPTION_STD = (0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class PretrainedCfg:
-    """How a model's inputs are prepared and what its outputs mean (timm's ``pretrained_cfg``).
-
-    ``crop_pct``: evaluation resizes the short side to ``input side / crop_pct`` and centre-crops
-    ``input_size`` (0.875: 256 -> 224). ``test_input_size`` / ``test_crop_pct``: what the weights
-    evaluate better with (timm's). ``min_input_size``: ``(C, H, W)``, the smallest input the network
-    accepts (``None``: any). ``model.pretrained_cfg`` is :meth:`to_dict`, with the keys and value
-    shapes of timm's (``architecture`` and ``tag`` are set by the builder), so timm's
-    ``resolve_data_config`` and ``save_for_hf`` read it.
-    """
-
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    crop_pct: float = 0.875
-    interpolation: str = "bilinear"
-    num_classes: int = 1000
-    classes: tuple[str, ...] | None = None
-    min_input_size: tuple[int, int, int] | None = None
-    test_input_size: tuple[int, int, int] | None = None
-    test_crop_pct: float | None = None
-    first_conv: str = "stem.conv1"
-    classifier: str = "fc"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(crop_mode="center", fixed_input_size=False)
-        return out
-
-    def updated(self, entries: Mapping[str, Any]) -> "PretrainedCfg":
-        """This config with ``entries`` (e.g. a file's pretrained-config metadata) applied."""
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in entries.items() if k in self.__dataclass_fields__}
-        return replace(self, **known)
 
 
 @dataclass(frozen=True)
@@ -93,6 +56,19 @@ class Released:
     def tag(self) -> str:
         return self.timm_name.split(".", 1)[1]
 
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """The names of these weights' outputs (``None``: a dataset senet has no names for)."""
+        return imagenet_classes() if self.dataset == "imagenet-1k" else None
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1,000 ILSVRC-2012 class names, in the order of the released models' outputs (the
+    first WordNet lemma of each synset)."""
+    text = resources.files("senet.models").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    return tuple(line.split("\t", 1)[1].split(",")[0].strip() for line in text.splitlines() if "\t" in line)
+
 
 @dataclass(frozen=True)
 class Family:
@@ -105,7 +81,7 @@ class Family:
         converters: readers of foreign checkpoints (timm, Cadene) into the family's keys.
         layout_keys: model keywords that change what a set of weights computes without changing
             their shapes (stride position, stem pooling ...): they come from the weights' source.
-        layout_of: the ``layout_keys`` values an existing model runs with.
+        layout_of: the ``layout_keys`` values an existing model of the family (of ``cls``) runs with.
         upgrade: brings a state dict in the family's keys but an older layout up to date (e.g.
             BN-Inception's former convolution biases, folded into batch norm).
         writers: per foreign layout a converter reads (``"timm"``, ``"legacy"``), the inverse:
@@ -173,7 +149,8 @@ class ModelInfo:
         return self.cfg.min_input_size[1] if self.cfg.min_input_size else 1
 
     @property
-    def spec(self) -> Family:
+    def family_info(self) -> Family:
+        """What the registry knows of the model's family (``family`` is its name)."""
         return _FAMILIES[self.family]
 
 
@@ -238,7 +215,6 @@ def register_alias(alias: str, name: str, kwargs: Mapping[str, Any] | None = Non
 
 
 def families() -> dict[str, Family]:
-    _ensure_loaded()
     return dict(_FAMILIES)
 
 
@@ -264,7 +240,6 @@ def list_models(
     ``legacy_seresnet50`` ...) are listed only with ``include_aliases``: each builds a model
     also listed under its senet name, so a loop over ``list_models()`` builds every network once.
     """
-    _ensure_loaded()
     names = {n: info.weights for n, info in _REGISTRY.items()}
     if include_aliases:
         names.update({n: a.weights for n, a in _ALIASES.items()})
@@ -281,19 +256,16 @@ def list_models(
 
 def list_aliases() -> dict[str, tuple[str, dict[str, Any]]]:
     """timm name -> (senet name, keywords) for every other project's name ``create_model`` accepts."""
-    _ensure_loaded()
     return {k: (a.target, dict(a.kwargs)) for k, a in _ALIASES.items()}
 
 
 def alias_info(name: str) -> Alias | None:
     """The :class:`Alias` ``name`` (untagged) is, or ``None`` for a senet name."""
-    _ensure_loaded()
     return _ALIASES.get(name)
 
 
 def aliases_of(name: str) -> list[Alias]:
     """timm's names for the registered model ``name``."""
-    _ensure_loaded()
     return [a for a in _ALIASES.values() if a.target == name]
 
 
@@ -326,7 +298,6 @@ def resolve_name(name: str) -> tuple[str, dict[str, Any]]:
 def model_info(name: str) -> ModelInfo:
     """Registry entry of ``name`` (or of the model a timm name stands for; a pretrained tag is
     checked and ignored); an unknown name raises ``ValueError`` listing the closest ones."""
-    _ensure_loaded()
     arch, tag = split_tag(name) if isinstance(name, str) else (name, None)
     if tag is not None:
         released_weights(name)
@@ -338,13 +309,3 @@ def model_info(name: str) -> ModelInfo:
         close = difflib.get_close_matches(str(arch), list(_REGISTRY) + list(_ALIASES), n=5, cutoff=0.5)
         hint = f"closest: {', '.join(close)}" if close else "see `senet models` or senet.list_models()"
         raise ValueError(f"unknown model {name!r}; {hint}") from None
-
-
-def model_names_of(family: str, *, has_se: bool | None = None) -> list[str]:
-    """Registered models of ``family`` (with or without SE blocks)."""
-    _ensure_loaded()
-    return sorted(n for n, i in _REGISTRY.items() if i.family == family and (has_se is None or i.has_se == has_se))
-
-
-def _ensure_loaded() -> None:
-    import senet.models  # noqa: F401  (registers every family)

@@ -2,7 +2,9 @@
 
 Every model here is a configuration of :class:`ResNet`. Its blocks take the SE settings
 (:class:`~senet.layers.SEConfig`) as an argument; the SE block itself lives in
-:mod:`senet.layers.se` and its placement in :mod:`senet.layers.residual`.
+:mod:`senet.layers.se` and its placement in :mod:`senet.layers.residual`. The weights (other
+projects' checkpoints and layouts, released weights, timm's names) are in
+:mod:`senet.models.resnet_weights`.
 
 Layout options, all visible in the weights' behaviour but not in their shapes:
 
@@ -32,7 +34,8 @@ from senet.layers import PLACEMENTS, CheckpointSequential, ResidualUnit, SEConfi
 from senet.models._base import SenetModel, dilate, feature
 from senet.models._common import init_conv_bn
 from senet.models import resnet_weights
-from senet.models.registry import Released, register_alias, register_family, register_model
+from senet.models.registry import register_family, register_model
+from senet.models.resnet_weights import RELEASED
 
 FIRST_STAGE = 2  # stage 1 is the stem (paper Table 1: conv1 then conv2_x ... conv5_x)
 
@@ -67,17 +70,11 @@ class BasicBlock(_ResNetUnit):
         se: SEConfig | None,
         stage: int,
         branch_act: bool = False,
-        groups: int = 1,
-        width_per_group: int = 64,
-        first_ratio: float = 1.0,
-        stride_in_1x1: bool = False,
         drop_path: float = 0.0,
         dilation: int = 1,
         first_dilation: int = 1,
     ) -> None:
         super().__init__()
-        if groups != 1 or width_per_group != 64:
-            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
         self.conv1, self.bn1 = _conv_bn(in_channels, planes, 3, stride, dilation=first_dilation)
         self.conv2, self.bn2 = _conv_bn(planes, planes, 3, dilation=dilation)
         self.downsample = downsample
@@ -99,8 +96,7 @@ class Bottleneck(_ResNetUnit):
 
     ``width = planes * width_per_group / 64 * groups`` is the 3x3 convolution's width; its
     input (the first 1x1's output) is ``width * first_ratio`` (SENet-154 halves it).
-    ``first_dilation``: of the 3x3 convolution (``output_stride``; ``dilation`` is for the
-    second 3x3 of a basic block and unused here).
+    ``dilation``: of the 3x3 convolution (``output_stride``).
     """
 
     expansion = 4
@@ -121,7 +117,6 @@ class Bottleneck(_ResNetUnit):
         stride_in_1x1: bool = False,
         drop_path: float = 0.0,
         dilation: int = 1,
-        first_dilation: int = 1,
     ) -> None:
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
@@ -129,7 +124,7 @@ class Bottleneck(_ResNetUnit):
         out_channels = planes * self.expansion
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1, self.bn1 = _conv_bn(in_channels, first, 1, s1)
-        self.conv2, self.bn2 = _conv_bn(first, width, 3, s3, groups, dilation=first_dilation)
+        self.conv2, self.bn2 = _conv_bn(first, width, 3, s3, groups, dilation=dilation)
         self.conv3, self.bn3 = _conv_bn(width, out_channels, 1)
         self.downsample = downsample
         self.branch_act = branch_act
@@ -228,6 +223,8 @@ class ResNet(SenetModel):
             raise ValueError(f"layers must give 4 positive stage depths, got {list(layers)}")
         if se is not None:
             se.check_stages(range(FIRST_STAGE, FIRST_STAGE + len(layers)))
+        if block == "basic" and (groups != 1 or width_per_group != 64):
+            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
         block_cls = BLOCKS[block]
         self.stem = Stem(in_chans, stem)
         self.maxpool = _stem_pool(stem_pool)
@@ -246,24 +243,14 @@ class ResNet(SenetModel):
                     k = down_kernel if strided else 1
                     d = dilated.first_dilation if k > 1 else 1
                     downsample = nn.Sequential(*_conv_bn(channels, out_channels, k, stride, dilation=d))
-                blocks.append(
-                    block_cls(
-                        channels,
-                        planes,
-                        stride if j == 0 else 1,
-                        downsample,
-                        se=se,
-                        stage=FIRST_STAGE + i,
-                        branch_act=branch_act,
-                        groups=groups,
-                        width_per_group=width_per_group,
-                        first_ratio=first_ratio,
-                        stride_in_1x1=stride_in_1x1,
-                        drop_path=next(rates),
-                        dilation=dilated.dilation,
-                        first_dilation=dilated.first_dilation if j == 0 else dilated.dilation,
-                    )
-                )
+                first_dilation = dilated.first_dilation if j == 0 else dilated.dilation
+                if block == "basic":
+                    shape = {"dilation": dilated.dilation, "first_dilation": first_dilation}
+                else:
+                    shape = {"groups": groups, "width_per_group": width_per_group, "first_ratio": first_ratio,
+                             "stride_in_1x1": stride_in_1x1, "dilation": first_dilation}
+                blocks.append(block_cls(channels, planes, stride if j == 0 else 1, downsample, se=se,
+                                        stage=FIRST_STAGE + i, branch_act=branch_act, drop_path=next(rates), **shape))
                 channels = out_channels
             self.add_module(f"layer{i + 1}", CheckpointSequential(*blocks))
             self.feature_info.append(feature(f"layer{i + 1}", channels, dilated.reduction, FIRST_STAGE + i))
@@ -284,22 +271,6 @@ class ResNet(SenetModel):
         x = self.layer2(x)
         x = self.layer3(x)
         return self.layer4(x)
-
-
-def model_layout(model: nn.Module) -> dict[str, Any]:
-    """The layout keywords (``stem_pool``, ``branch_act``, ``stride_in_1x1``) ``model`` runs with."""
-    if not isinstance(model, ResNet):
-        return {}
-    pool = model.maxpool
-    padding = pool.padding if isinstance(pool.padding, int) else pool.padding[0]
-    layout: dict[str, Any] = {
-        "stem_pool": "caffe" if pool.ceil_mode and padding == 0 else "torch",
-        "branch_act": any(getattr(b, "branch_act", False) for b in model.modules()),
-    }
-    first = model.layer2[0]
-    if isinstance(first, Bottleneck):
-        layout["stride_in_1x1"] = first.conv1.stride[0] != 1
-    return layout
 
 
 def _build(block: str, layers: Sequence[int], *, defaults: dict[str, Any], kwargs: dict[str, Any]) -> ResNet:
@@ -331,195 +302,101 @@ def _resnext(layers: Sequence[int], kwargs: dict[str, Any]) -> ResNet:
 
 
 register_family("resnet", ResNet, placements=PLACEMENTS, converters=(resnet_weights.from_legacy, resnet_weights.from_timm),
-                layout_keys=resnet_weights.LAYOUT_KEYS, layout_of=model_layout,
+                layout_keys=resnet_weights.LAYOUT_KEYS, layout_of=resnet_weights.model_layout,
                 writers={"legacy": resnet_weights.to_legacy, "timm": resnet_weights.to_timm})
 
-_TV = "https://download.pytorch.org/models/"
-_TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
-_RSB = "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-rsb-weights/"
-_GLUON = "https://github.com/rwightman/pytorch-pretrained-gluonresnet/releases/download/v0.1/"
-_BICUBIC = {"interpolation": "bicubic"}
-_TIMM_TRAINED = "timm (timm layout: stride on the 3x3, SE widths rounded to 8)"
-
-
-def _tv(arch: str, file: str) -> Released:
-    return Released(f"{arch}.tv_in1k", hf_hub_id="timm/", url=_TV + file,
-                    origin="torchvision (timm layout: stride on the 3x3)")
-
-
-def _legacy(arch: str, file: str, **cfg: Any) -> Released:
-    """The authors' released weights: timm records no hub repo for them, only its release URL."""
-    return Released(f"legacy_{arch}.in1k", url=_TIMM_RELEASES + file, cfg=cfg,
-                    origin="the authors' released Caffe SENets via Cadene's port (timm legacy_*)")
-
-
-def _timm(name: str, url: str, origin: str = _TIMM_TRAINED, **cfg: Any) -> Released:
-    return Released(name, hf_hub_id="timm/", url=url, cfg={**_BICUBIC, **cfg}, origin=origin)
-
-
-#: timm's names -> the released weights of each (timm's tags, its default first)
-_LEGACY = {
-    "seresnet18": _legacy("seresnet18", "v0.1-weights/seresnet18-4bb0ce65.pth", **_BICUBIC),
-    "seresnet34": _legacy("seresnet34", "v0.1-weights/seresnet34-a4004e63.pth"),
-    "seresnet50": _legacy("seresnet50", "v0.1-cadene/se_resnet50-ce0d4300.pth"),
-    "seresnet101": _legacy("seresnet101", "v0.1-cadene/se_resnet101-7e38fcc6.pth"),
-    "seresnet152": _legacy("seresnet152", "v0.1-cadene/se_resnet152-d17c99b7.pth"),
-    "seresnext26_32x4d": _legacy("seresnext26_32x4d", "v0.1-weights/seresnext26_32x4d-65ebdb501.pth", **_BICUBIC),
-    "seresnext50_32x4d": _legacy("seresnext50_32x4d", "v0.1-weights/legacy_se_resnext50_32x4d-f3651bad.pth"),
-    "seresnext101_32x4d": _legacy("seresnext101_32x4d", "v0.1-weights/legacy_se_resnext101_32x4d-37725eac.pth"),
-    "senet154": _legacy("senet154", "v0.1-weights/legacy_senet154-e9eb9fe6.pth"),
-}
-_RSB_CFG = {"crop_pct": 0.95, "test_input_size": (3, 288, 288), "test_crop_pct": 1.0}
-_GLUON_SENET154 = _timm("senet154.gluon_in1k", _GLUON + "gluon_senet154-70a1a3c0.pth", origin="GluonCV (timm layout)")
-_TIMM_SE = {
-    "seresnet50": (
-        _timm("seresnet50.a1_in1k", _RSB + "seresnet50_a1_0-ffa00869.pth", **_RSB_CFG),
-        _timm("seresnet50.a2_in1k", _RSB + "seresnet50_a2_0-850de0d9.pth", **_RSB_CFG),
-        _timm("seresnet50.a3_in1k", _RSB + "seresnet50_a3_0-317ecd56.pth", crop_pct=0.95, input_size=(3, 160, 160),
-              test_input_size=(3, 224, 224), test_crop_pct=0.95),
-        _timm("seresnet50.ra2_in1k", _TIMM_RELEASES + "v0.1-weights/seresnet50_ra_224-8efdb4bb.pth",
-              test_input_size=(3, 288, 288), test_crop_pct=0.95),
-    ),
-    "seresnext50_32x4d": (
-        _timm("seresnext50_32x4d.racm_in1k", _TIMM_RELEASES + "v0.1-weights/seresnext50_32x4d_racm-a304a460.pth",
-              test_input_size=(3, 288, 288), test_crop_pct=0.95),
-        _timm("seresnext50_32x4d.gluon_in1k", _GLUON + "gluon_seresnext50_32x4d-90cf2d6e.pth",
-              origin="GluonCV (timm layout)"),
-    ),
-    "seresnext101_32x4d": (
-        _timm("seresnext101_32x4d.gluon_in1k", _GLUON + "gluon_seresnext101_32x4d-cf52900d.pth",
-              origin="GluonCV (timm layout)"),
-    ),
-}
-
-
-@register_model(family="resnet", has_se=False, released=_tv("resnet18", "resnet18-f37072fd.pth"))
+@register_model(family="resnet", has_se=False, released=RELEASED["resnet18"])
 def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18 (He et al. 2016)."""
     return _resnet(18, kwargs)
 
 
-@register_model(family="resnet", has_se=False, released=_tv("resnet34", "resnet34-b627a593.pth"))
+@register_model(family="resnet", has_se=False, released=RELEASED["resnet34"])
 def resnet34(**kwargs: Any) -> ResNet:
     """ResNet-34."""
     return _resnet(34, kwargs)
 
 
-@register_model(family="resnet", has_se=False, released=_tv("resnet50", "resnet50-0676ba61.pth"))
+@register_model(family="resnet", has_se=False, released=RELEASED["resnet50"])
 def resnet50(**kwargs: Any) -> ResNet:
     """ResNet-50 (Table 1, left column). 3.86 GFLOPs with the stride in the first 1x1."""
     return _resnet(50, kwargs)
 
 
-@register_model(family="resnet", has_se=False, released=_tv("resnet101", "resnet101-63fe2227.pth"))
+@register_model(family="resnet", has_se=False, released=RELEASED["resnet101"])
 def resnet101(**kwargs: Any) -> ResNet:
     """ResNet-101."""
     return _resnet(101, kwargs)
 
 
-@register_model(family="resnet", has_se=False, released=_tv("resnet152", "resnet152-394f9c45.pth"))
+@register_model(family="resnet", has_se=False, released=RELEASED["resnet152"])
 def resnet152(**kwargs: Any) -> ResNet:
     """ResNet-152."""
     return _resnet(152, kwargs)
 
 
-@register_model(family="resnet", has_se=True,
-                released=_LEGACY["seresnet18"])
+@register_model(family="resnet", has_se=True, released=RELEASED["se_resnet18"])
 def se_resnet18(**kwargs: Any) -> ResNet:
     """SE-ResNet-18."""
     return _resnet(18, kwargs)
 
 
-@register_model(family="resnet", has_se=True, released=_LEGACY["seresnet34"])
+@register_model(family="resnet", has_se=True, released=RELEASED["se_resnet34"])
 def se_resnet34(**kwargs: Any) -> ResNet:
     """SE-ResNet-34."""
     return _resnet(34, kwargs)
 
 
-@register_model(family="resnet", has_se=True, released=_LEGACY["seresnet50"])
+@register_model(family="resnet", has_se=True, released=RELEASED["se_resnet50"])
 def se_resnet50(**kwargs: Any) -> ResNet:
     """SE-ResNet-50 (Table 1, middle column): 28.1M params, 3.87 GFLOPs."""
     return _resnet(50, kwargs)
 
 
-@register_model(family="resnet", has_se=True,
-                released=_LEGACY["seresnet101"])
+@register_model(family="resnet", has_se=True, released=RELEASED["se_resnet101"])
 def se_resnet101(**kwargs: Any) -> ResNet:
     """SE-ResNet-101."""
     return _resnet(101, kwargs)
 
 
-@register_model(family="resnet", has_se=True,
-                released=_LEGACY["seresnet152"])
+@register_model(family="resnet", has_se=True, released=RELEASED["se_resnet152"])
 def se_resnet152(**kwargs: Any) -> ResNet:
     """SE-ResNet-152."""
     return _resnet(152, kwargs)
 
 
-@register_model(family="resnet", has_se=False, released=_tv("resnext50_32x4d", "resnext50_32x4d-7cdf4587.pth"))
+@register_model(family="resnet", has_se=False, released=RELEASED["resnext50_32x4d"])
 def resnext50_32x4d(**kwargs: Any) -> ResNet:
     """ResNeXt-50 (32x4d), Xie et al. 2017."""
     return _resnext((3, 4, 6, 3), kwargs)
 
 
-@register_model(family="resnet", has_se=False, released=_timm(
-    "resnext101_32x4d.gluon_in1k", _GLUON + "gluon_resnext101_32x4d-b253c8c4.pth",
-    origin="GluonCV (timm layout: stride on the 3x3)"))
+@register_model(family="resnet", has_se=False, released=RELEASED["resnext101_32x4d"])
 def resnext101_32x4d(**kwargs: Any) -> ResNet:
     """ResNeXt-101 (32x4d)."""
     return _resnext((3, 4, 23, 3), kwargs)
 
 
-@register_model(family="resnet", has_se=True,
-                released=_LEGACY["seresnext26_32x4d"])
+@register_model(family="resnet", has_se=True, released=RELEASED["se_resnext26_32x4d"])
 def se_resnext26_32x4d(**kwargs: Any) -> ResNet:
     """SE-ResNeXt-26 (32x4d): two blocks per stage."""
     return _resnext((2, 2, 2, 2), kwargs)
 
 
-@register_model(family="resnet", has_se=True,
-                released=_LEGACY["seresnext50_32x4d"])
+@register_model(family="resnet", has_se=True, released=RELEASED["se_resnext50_32x4d"])
 def se_resnext50_32x4d(**kwargs: Any) -> ResNet:
     """SE-ResNeXt-50 (32x4d) (Table 1, right column)."""
     return _resnext((3, 4, 6, 3), kwargs)
 
 
-@register_model(family="resnet", has_se=True,
-                released=_LEGACY["seresnext101_32x4d"])
+@register_model(family="resnet", has_se=True, released=RELEASED["se_resnext101_32x4d"])
 def se_resnext101_32x4d(**kwargs: Any) -> ResNet:
     """SE-ResNeXt-101 (32x4d)."""
     return _resnext((3, 4, 23, 3), kwargs)
 
 
-@register_model(family="resnet", has_se=True, released=(_LEGACY["senet154"], _GLUON_SENET154))
+@register_model(family="resnet", has_se=True, released=RELEASED["senet154"])
 def senet154(**kwargs: Any) -> ResNet:
     """SENet-154 (section 3 of the spec / paper appendix): SE in a 64x4d ResNeXt-152 with a
     halved first 1x1, a three-conv 3x3 stem, 3x3 stride-2 projections and dropout 0.2."""
     return _build("bottleneck", (3, 8, 36, 3), defaults=_SENET154, kwargs=kwargs)
-
-
-def _register_timm_names() -> None:
-    """timm's names for these networks, building the layout timm builds (``legacy_*``: the
-    released Caffe layout), with the weights timm has under each. timm's ``resnet*``,
-    ``resnext*`` and ``senet154`` names are senet's own names too; they keep senet's (the
-    paper's) layout."""
-    basic = resnet_weights.Architecture("7x7", "basic", (2, 2, 2, 2), 1, True, 1000)
-    bottleneck = resnet_weights.Architecture("7x7", "bottleneck", (3, 4, 6, 3), 1, True, 1000)
-    grouped = resnet_weights.Architecture("7x7", "bottleneck", (3, 4, 6, 3), 32, True, 1000)
-
-    def both(timm_name: str, senet_name: str, arch: resnet_weights.Architecture, timm_style: bool = True) -> None:
-        if timm_style:
-            register_alias(timm_name, senet_name, resnet_weights.source_layout("timm", arch),
-                           released=_TIMM_SE.get(timm_name), keys="timm")
-        register_alias(f"legacy_{timm_name}", senet_name, resnet_weights.source_layout("legacy", arch),
-                       released=_LEGACY[timm_name], keys="legacy")
-
-    for depth in (18, 34, 50, 101, 152):
-        both(f"seresnet{depth}", f"se_resnet{depth}", basic if depth < 50 else bottleneck)
-    for depth in (26, 50, 101):
-        both(f"seresnext{depth}_32x4d", f"se_resnext{depth}_32x4d", grouped, timm_style=depth != 26)
-    register_alias("legacy_senet154", "senet154", resnet_weights.source_layout("legacy", grouped),
-                   released=_LEGACY["senet154"], keys="legacy")
-
-
-_register_timm_names()

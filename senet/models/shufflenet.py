@@ -9,8 +9,8 @@ with the 3x3 stride-2 average-pooled input; ReLU follows. The bottleneck width i
 the unit's output channels (ShuffleNet paper, section 3.3).
 
 SE (spec section 2): on the unit's branch output, before the sum or the concatenation; the
-residual units go through :func:`~senet.layers.residual_forward`, so every placement works
-(``conv3x3``: after the depthwise convolution and its BN). In a concatenating unit the
+units, concatenating ones included, are :class:`~senet.layers.ResidualUnit` instances, so every placement
+works (``conv3x3``: after the depthwise convolution and its BN). In a concatenating unit the
 identity path is the pooled input, which is what ``identity`` and ``pre`` scale there.
 
 Stages (see :mod:`senet.models._common`): ``layer1`` (28x28 at 224; the ShuffleNet paper's
@@ -33,7 +33,8 @@ from torch import nn
 from senet.layers import PLACEMENTS, CheckpointSequential, ResidualUnit, SEConfig, drop_path_rates, make_block_se
 from senet.models._base import SenetModel, feature
 from senet.models._common import init_weights
-from senet.models.registry import PretrainedCfg, register_family, register_model
+from senet.models.registry import register_family, register_model
+from senet.preprocess import PretrainedCfg
 
 #: Output channels of the three stages for each group count (ShuffleNet paper, Table 1; 1x).
 STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
@@ -74,32 +75,12 @@ class ShuffleUnit(ResidualUnit):
         # (standard) and the identity path (identity) has the input's width
         seen = {"post": out_channels, "identity": in_channels}.get(placement, branch_out)
         self.init_residual(se=make_block_se(se, stage, in_channels, seen, mid), placement=placement,
-                           act=nn.ReLU(inplace=True), drop_path=drop_path if stride == 1 else 0.0)
+                           act=nn.ReLU(inplace=True), drop_path=drop_path if stride == 1 else 0.0, concat_paths=stride == 2)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.se_inner(self.bn2(self.conv2(channel_shuffle(out, self.groups))))
         return self.bn3(self.conv3(out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.shortcut is None:
-            return self.merge(x, x)
-        return self.concat_forward(x, self.shortcut(x))
-
-    def concat_forward(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``relu(cat(avgpool(x), branch(x)))`` with the SE block placed as in :meth:`merge`."""
-        se = self.se
-        if se is not None and self.placement == "pre":
-            x = se(x)
-        out = self.branch(x)
-        if se is not None and self.placement == "standard":
-            out = se(out)
-        elif se is not None and self.placement == "identity":
-            identity = se(identity)
-        out = F.relu(torch.cat([identity, out], 1), inplace=True)
-        if se is not None and self.placement == "post":
-            out = se(out)
-        return out
 
 
 class ShuffleNet(SenetModel):

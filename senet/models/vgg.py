@@ -25,7 +25,8 @@ from torch import nn
 from senet.layers import CheckpointSequential, SEConfig, SqueezeExcite
 from senet.models._base import SenetModel, feature
 from senet.models._common import init_weights
-from senet.models.registry import PretrainedCfg, Released, register_family, register_model
+from senet.models.registry import Released, register_family, register_model
+from senet.preprocess import PretrainedCfg
 from senet.weights.keymap import Foreign, prefix_rules, rename_keys
 
 #: Convolution widths of each of the five blocks (VGG paper, Table 1: configurations A, B, D, E).

@@ -8,16 +8,17 @@ Typical use::
     summary = Trainer(cfg, RunDir.create("runs/x", cfg)).fit()
 """
 
-from senet.train.config import Config, DataConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig
+from senet.train.config import Config, DatasetConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig
 from senet.train.evaluate import evaluate
 from senet.train.recipes import list_recipes, read_recipe, resolve
 from senet.train.rundir import RunDir
 from senet.train.schedule import lr_at
-from senet.train.trainer import Trainer, TrainingDiverged
+from senet.train.trainer import Trainer
+from senet.train.watchdog import TrainingDiverged
 
 __all__ = [
     "Config",
-    "DataConfig",
+    "DatasetConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",

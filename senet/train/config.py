@@ -20,6 +20,7 @@ from typing import Any, Union
 import yaml
 
 from senet.errors import ConfigError
+from senet.utils.device import DEVICES
 
 SCHEDULES = ("multistep", "step", "cosine", "linear", "constant", "plateau")
 LOADERS = ("memory", "stream")
@@ -27,7 +28,6 @@ LR_SCALINGS = ("none", "linear", "sqrt")
 BACKENDS = ("auto", "nccl", "gloo")
 WARMUPS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
 #: Settings that only say how a run executes, not what it computes: a run may resume with
 #: them changed, and results that differ only in them are the same experiment.
 EXECUTION_ONLY = {"run": ("device", "threads", "compile", "accum_steps", "dist_backend", "dist_timeout",
@@ -44,8 +44,9 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Dataset, batch sizes and augmentation.
+class DatasetConfig:
+    """The ``data:`` section: dataset, batch sizes and augmentation (how a trained model's inputs
+    are prepared is its :class:`~senet.preprocess.PretrainedCfg`, recorded with its weights).
 
     ``loader: memory`` (CIFAR, spec section 5): every image decoded once into memory, padded
     by ``pad``, randomly cropped to ``crop``, flipped, Cutout for the Shake-Shake rows of
@@ -135,7 +136,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    channels_last: bool | None = None  # None: on (CPU and CUDA)
+    channels_last: bool = True  # on every device (CPU and CUDA)
     compile: bool = False
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     eval_every: int = 1  # epochs between test evaluations (the last epoch always evaluates)
@@ -156,7 +157,7 @@ class Config:
     recipe: str = "default"
     description: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DatasetConfig = field(default_factory=DatasetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -329,6 +330,20 @@ def flat_config(values: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tu
         else:
             out[(*prefix, key)] = value
     return out
+
+
+def config_differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``"key: A in the folder, B now"`` for every key whose value differs between two config
+    mappings, other than the :data:`EXECUTION_ONLY` ones (the same experiment may run anywhere);
+    ``model.kwargs`` compares as a whole. Empty: the same experiment."""
+    where_it_runs = {(section, key) for section, keys in EXECUTION_ONLY.items() for key in keys}
+    a, b = flat_config(existing), flat_config(wanted)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in where_it_runs or a.get(key) == b.get(key):
+            continue
+        diffs.append(f"{'.'.join(key)}: {a.get(key)!r} in the folder, {b.get(key)!r} now")
+    return diffs
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import torch
 
 from senet.data import ImageDataset, channel_stats, load_split
 from senet.errors import DataError
-from senet.train.config import DataConfig
+from senet.train.config import DatasetConfig
 
 SUBSET_SEED = 20180101  # subsets are the same for every training seed, so seeds stay comparable
 
@@ -49,7 +49,7 @@ def check_labels(ds: ImageDataset, split: str) -> None:
         )
 
 
-def load_splits(cfg: DataConfig) -> Splits:
+def load_splits(cfg: DatasetConfig) -> Splits:
     """Load (and cache) both splits, check their labels and classes, take the subsets; the
     normalisation statistics are those of the whole training split."""
     kw = dict(data=cfg.path, skip_corrupt=cfg.skip_corrupt, download=cfg.download)

@@ -13,12 +13,16 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from senet.errors import SenetError
+from senet.utils.device import resolve_device
+
+if TYPE_CHECKING:
+    from senet.train.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,14 @@ def init_distributed(env: DistEnv, device: torch.device, *, backend: str = "auto
         kwargs.update(store=dist.PrefixStore(f"senet/restart_{env.restart_count}", store), rank=rank,
                       world_size=world_size)
     dist.init_process_group(**kwargs)
+
+
+def join(env: DistEnv, run: RunConfig) -> torch.device:
+    """This process's device (``run.device``, :func:`senet.utils.device.resolve_device`), its
+    process group joined (once) with ``run.dist_backend`` and ``run.dist_timeout``."""
+    device = resolve_device(run.device, env.local_rank)
+    init_distributed(env, device, backend=run.dist_backend, timeout_s=run.dist_timeout)
+    return device
 
 
 def shutdown() -> None:

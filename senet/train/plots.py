@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
-from senet.utils.atomic import atomic_write
+from senet.utils.plotting import pyplot, save_png
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
 
     def series(key: str) -> list[float]:
@@ -39,8 +34,4 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    save_png(fig, path)

@@ -8,6 +8,11 @@ tracking on, ``tensorboard/`` and ``mlflow.db``, ``mlartifacts/``, ``mlflow.json
 senet writes itself is written atomically, so an interrupted run never leaves a half-written one
 (TensorBoard's and MLflow's stores are written by those libraries).
 
+:class:`RunDir` is the one reader of these files too (:meth:`RunDir.config`,
+:meth:`RunDir.summary`, :meth:`RunDir.metrics`, each checked) and the one judge of what a
+folder holds (:meth:`RunDir.state`: fresh, partial, finished or not a run), for ``senet train
+--resume``, ``senet ablate`` and the GPU session kit alike.
+
 One process owns a run directory at a time (:class:`~senet.utils.lock.FolderLock`, taken by
 :meth:`RunDir.create` and :meth:`RunDir.acquire`); only the owner removes the temporary
 files a killed process left. A run that fails before its first checkpoint removes the
@@ -50,6 +55,8 @@ TENSORBOARD, MLFLOW_DB, MLFLOW_ARTIFACTS, MLFLOW_RUN = "tensorboard", "mlflow.db
 #: what a run holds before its first checkpoint; a failed start removes them again
 STARTUP_FILES = (CONFIG, VERSION, EVENTS, SKIPPED, MLFLOW_RUN, MLFLOW_DB)
 STARTUP_FOLDERS = (TENSORBOARD, MLFLOW_ARTIFACTS)
+#: what a run folder holds (:meth:`RunDir.state`)
+FRESH, PARTIAL, FINISHED, FOREIGN = "fresh", "partial", "finished", "foreign"
 
 
 def holds_files(folder: Path) -> bool:
@@ -59,7 +66,7 @@ def holds_files(folder: Path) -> bool:
 
 def code_version() -> dict[str, Any]:
     """senet version and, when run from a git checkout, its commit and whether it was modified."""
-    from senet import __version__
+    from senet.version import __version__
 
     info: dict[str, Any] = {"senet": __version__, "torch": torch.__version__, "python": platform.python_version()}
     root = Path(__file__).resolve().parents[2]
@@ -132,9 +139,21 @@ class RunDir:
     def open(cls, path: str | Path) -> RunDir:
         """An existing run, to read (another process may own it); :meth:`acquire` it to write."""
         run = cls(path)
-        if not run.file(CONFIG).is_file():
+        if run.state() not in (PARTIAL, FINISHED):
             raise SenetError(f"{run.path} is not a senet run directory (no {CONFIG})")
         return run
+
+    def state(self) -> str:
+        """What the folder holds, the one answer ``train --resume``, ``ablate`` and the GPU
+        session kit act on: :data:`FRESH` (nothing, or only a dead process's lock file: a run
+        may start here), :data:`FOREIGN` (files but no ``config.yaml``: not a senet run),
+        :data:`FINISHED` (``summary.json``, written last, by a run that reached its end) or
+        :data:`PARTIAL` (a run not finished: resume it, from its checkpoint if it has one)."""
+        if not holds_files(self.path):
+            return FRESH
+        if not self.file(CONFIG).is_file():
+            return FOREIGN
+        return FINISHED if self.file(SUMMARY).is_file() else PARTIAL
 
     def acquire(self) -> RunDir:
         """Own the run (a :class:`~senet.utils.lock.FolderBusy` error names the process that
@@ -212,10 +231,13 @@ class RunDir:
         return summary
 
     def metrics(self) -> list[dict[str, float]]:
-        """The rows of ``metrics.csv`` as numbers (an empty cell: not evaluated that epoch);
-        a cell that is not a number is a :class:`SenetError` naming the file and line."""
+        """The rows of ``metrics.csv`` as numbers (an empty cell: not evaluated that epoch; no
+        file: no epoch ended yet); a cell that is not a number is a :class:`SenetError` naming
+        the file and line."""
         path = self.file(METRICS_CSV)
-        rows = []
+        rows: list[dict[str, float]] = []
+        if not path.is_file():
+            return rows
         for line, row in enumerate(csv.DictReader(io.StringIO(read_text(path, "a run's metrics"))), 2):
             try:
                 rows.append({k: float(v) for k, v in row.items() if k in METRICS and v not in ("", None)})
@@ -225,18 +247,6 @@ class RunDir:
             if "epoch" not in rows[-1]:
                 raise SenetError(f"{display(path)}, line {line}: no epoch; the file is damaged") from None
         return rows
-
-    def summary(self) -> dict[str, Any]:
-        """``summary.json`` of a finished run."""
-        try:
-            summary = json.loads(self.file(SUMMARY).read_text())
-        except OSError as e:
-            raise fs_error(e, self.file(SUMMARY), "read") from None
-        except ValueError as e:
-            raise SenetError(f"{self.file(SUMMARY)} is not valid JSON: {e}") from None
-        if not isinstance(summary, dict):
-            raise SenetError(f"{self.file(SUMMARY)} is not a senet run summary (not a JSON object)")
-        return summary
 
     def write_metrics(self, history: list[dict[str, float]]) -> None:
         """Rewrite ``metrics.csv`` from the history (the checkpoint's copy is authoritative)."""

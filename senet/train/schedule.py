@@ -56,3 +56,12 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, step: int, steps_per_epoch: int, 
     if cfg.name == "cosine":
         return cfg.final_lr + (base_lr - cfg.final_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
     return base_lr + (cfg.final_lr - base_lr) * frac
+
+
+def plateaus_so_far(cfg: ScheduleConfig, history: Sequence[dict[str, float]]) -> int:
+    """:func:`plateau_drops` of a run whose finished epochs' metrics are ``history`` (its
+    ``metrics.csv`` rows): the test losses of whole epochs; 0 for other schedules."""
+    if cfg.name != "plateau":
+        return 0
+    losses = [row["test_loss"] for row in history if "test_loss" in row and row["epoch"] == int(row["epoch"])]
+    return plateau_drops(losses, cfg.patience, cfg.threshold)

@@ -92,7 +92,8 @@ class StreamSource:
     """An ImageNet-layout tree read by DataLoader workers (spec section 6 augmentation)."""
 
     def __init__(self, cfg: Config, device: torch.device, env: DistEnv, *, channels_last: bool) -> None:
-        from senet.data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamingImageFolder
+        from senet.data.stream import StreamingImageFolder
+        from senet.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
         d = cfg.data
         if d.path is None:

@@ -6,6 +6,8 @@
   an absurd value (``--crop-pct 1e-6`` would resize each image to 10^14 pixels) is a one-line
   error naming the setting and the size it would need, not a process that grows until the
   kernel kills it.
+* :func:`max_model_bytes`: the weights of a model ``create_model`` builds (8 GiB, or
+  ``$SENET_MAX_MODEL_BYTES``); the builder stops a construction before it allocates more.
 * :func:`check_input_size`: an input side a model cannot run at (below its pretrained config's
   ``min_input_size``, or where its layers reject the input) is an error naming the setting and
   the smallest side that works, found by running the network on the meta device (no memory,
@@ -46,6 +48,17 @@ def env_bytes(name: str) -> int | None:
 def max_work_bytes() -> int:
     """The largest tensor a setting may ask for: ``$SENET_MAX_WORK_BYTES`` or 4 GiB."""
     return env_bytes(ENV) or DEFAULT_MAX_WORK_BYTES
+
+
+MODEL_ENV = "SENET_MAX_MODEL_BYTES"
+#: 2**31 float32 values: some 15 times VGG-16, the largest registered model
+DEFAULT_MAX_MODEL_BYTES = 8 << 30
+
+
+def max_model_bytes() -> int:
+    """The most the parameters and buffers of a model ``create_model`` builds may take:
+    ``$SENET_MAX_MODEL_BYTES`` or 8 GiB."""
+    return env_bytes(MODEL_ENV) or DEFAULT_MAX_MODEL_BYTES
 
 
 def human_bytes(n: float) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from senet.errors import ConfigError, SenetError, fs_error
+from senet.errors import ConfigError, FileSystemError, SenetError, fs_error
 
 ERRORS = "senet-text"
 
@@ -97,19 +97,35 @@ def _kind(value: Any) -> str:
 MAX_TEXT_BYTES = 16 << 20
 
 
+# byte-order marks, UTF-32's before UTF-16's (FF FE 00 00 starts with FF FE)
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32", "UTF-32"), (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
+         (codecs.BOM_UTF8, "utf-8-sig", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
+         (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"))
+
+
 def read_text(path: str | os.PathLike[str], what: str) -> str:
-    """A small UTF-8 text file (``what`` it should be, for the messages): a missing, unreadable,
-    huge or binary file is a one-line error naming it."""
+    """A small text file (``what`` it should be, e.g. ``--classes: one class name per line``, for
+    the messages): UTF-8, with or without a byte-order mark, or UTF-16 / UTF-32 with one (what
+    Windows editors save as "Unicode"). A missing, unreadable, huge or binary file (UTF-16
+    without its mark included) is a one-line error naming it and what it should be."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_TEXT_BYTES:
             raise SenetError(f"{display(path)} is {path.stat().st_size:,} bytes, too large for {what} "
                              f"(at most {MAX_TEXT_BYTES >> 20} MiB)")
-        return path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
     except OSError as e:
-        raise fs_error(e, path, "read") from None
+        raise FileSystemError(f"{fs_error(e, path, 'read')} ({what})") from None
+    codec, name = next(((c, n) for bom, c, n in _BOMS if data.startswith(bom)), ("utf-8", "UTF-8"))
+    try:
+        text, problem = data.decode(codec), ""
     except UnicodeDecodeError as e:
-        raise SenetError(f"{display(path)} is not a text file ({what}): byte {e.start} is not UTF-8") from None
+        text, problem = "", f"byte {e.start} is not {name}"
+    if problem or "\0" in text:
+        guess = "; UTF-16 without a byte-order mark?" if b"\0" in data else ""
+        raise SenetError(f"{display(path)} is not a text file ({what}): {problem or 'it holds NUL characters'}"
+                         f"{guess}; save it as UTF-8 (or UTF-16 with a byte-order mark)")
+    return text
 
 
 def _expect(path: Path, value: Any, expected: type | tuple[type, ...], what: str,
@@ -131,6 +147,8 @@ def read_json(path: str | os.PathLike[str], expected: type | tuple[type, ...] = 
     except json.JSONDecodeError as e:
         raise SenetError(f"{display(path)} is not valid JSON ({what}): {e.msg}: line {e.lineno}, "
                          f"column {e.colno}") from None
+    except RecursionError:  # hostile nesting ([[[[... thousands deep): the parser recurses per level
+        raise SenetError(f"{display(path)} is not senet's JSON ({what}): nested too deeply") from None
     return _expect(path, value, expected, what)
 
 
@@ -155,4 +173,6 @@ def read_yaml(path: str | os.PathLike[str], expected: type | tuple[type, ...] = 
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{display(path)} is not valid YAML ({what}): {yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{display(path)} is not a configuration ({what}): nested too deeply") from None
     return _expect(path, value, expected, what, ConfigError)

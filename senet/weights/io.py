@@ -9,6 +9,8 @@
 * Files are written atomically (:mod:`senet.utils.atomic`), with a SHA-256 of their tensors
   in the metadata (:data:`~senet.utils.integrity.DIGEST_KEY`) that every read checks; a file
   without one (another tool's) is read unverified. Non-finite values are refused on write.
+* The header of a model senet exported (ONNX, TorchScript) is read without loading the model
+  (:func:`read_exported_header`).
 """
 
 from __future__ import annotations
@@ -165,6 +167,50 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         tensors, metadata = read_safetensors(path)
         return unwrap_state_dict(tensors, str(path)), metadata
     return unwrap_state_dict(read_torch(path), str(path)), {}
+
+
+#: The file in a TorchScript archive holding the senet header of a model senet exported.
+EXPORT_EXTRA_FILE = "senet.json"
+_MAX_HEADER_BYTES = 64 << 20
+
+
+def read_exported_header(path: str | Path) -> dict[str, str] | None:
+    """The string metadata of a model exported to ONNX (its ``metadata_props``) or TorchScript
+    (the :data:`EXPORT_EXTRA_FILE` JSON in its archive, read without loading the program);
+    ``None`` for any other file."""
+    import json
+    import zipfile
+
+    path = Path(path)
+    _check_file(path)
+    if path.suffix == ".onnx":
+        try:
+            import onnx
+        except ImportError:
+            raise WeightsError(f"{path}: reading an ONNX file needs onnx (pip install onnx)") from None
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # noqa: BLE001 (protobuf's DecodeError, OSError ...)
+            raise WeightsError(f"{path}: not a readable ONNX file: {str(e).strip()[:200]}") from None
+        return {p.key: p.value for p in proto.metadata_props}
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((i for i in archive.infolist()
+                           if i.filename.split("/", 1)[-1] == f"extra/{EXPORT_EXTRA_FILE}"), None)
+            if member is None:
+                return None
+            if member.file_size > _MAX_HEADER_BYTES:
+                raise WeightsError(f"{path}: its {EXPORT_EXTRA_FILE} ({member.file_size:,} bytes) is too large "
+                                   "to be a senet header")
+            raw = json.loads(archive.read(member).decode("utf-8"))
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise WeightsError(f"{path}: cannot read its {EXPORT_EXTRA_FILE}: {str(e).strip()[:200] or type(e).__name__}"
+                           ) from None
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise WeightsError(f"{path}: its {EXPORT_EXTRA_FILE} must map strings to strings")
+    return raw
 
 
 def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], *,

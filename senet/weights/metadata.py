@@ -1,10 +1,12 @@
-"""What a weight file says about itself: senet's safetensors metadata, read and written.
+"""What a file senet wrote says about itself: the senet header, read and written.
 
-A senet-native file records ``format=senet``, the model name and keywords (enough for
-``create_model`` to rebuild the network from the file alone), the senet version, and the
-model's pretrained config: how its inputs are prepared (input size, mean, std, ``crop_pct``,
-interpolation) and what its outputs mean (class names). Every value is validated on reading,
-so a damaged or foreign header is a one-line :class:`~senet.errors.WeightsError`, never a
+A senet-native weight file (its safetensors metadata) and a model senet exported (ONNX
+``metadata_props``, TorchScript's ``senet.json``) carry the same header: ``format=senet``, the
+model name and keywords (enough for ``create_model`` to rebuild the network from the file
+alone), the senet version, and the entries of the model's pretrained config a file records
+(:data:`~senet.preprocess.RECORDED`: how its inputs are prepared and what its outputs mean,
+checked by :class:`~senet.preprocess.PretrainedCfg`). Every value is validated on reading, so
+a damaged or foreign header is a one-line :class:`~senet.errors.WeightsError`, never a
 ``TypeError`` deep in a model constructor.
 """
 
@@ -13,50 +15,26 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from senet.errors import WeightsError
+from senet.preprocess import RECORDED, PretrainedCfg, check_entries, json_value
 from senet.utils.integrity import DIGEST_KEY
 
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-#: Pretrained-config entries a senet file may record, with a check of each value's JSON form.
-DATA_KEYS: dict[str, Callable[[Any], bool]] = {
-    "classes": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
-    "mean": lambda v: isinstance(v, list) and bool(v) and all(_number(x) for x in v),
-    "std": lambda v: isinstance(v, list) and bool(v) and all(_number(x) and x > 0 for x in v),
-    "input_size": lambda v: isinstance(v, list) and len(v) == 3 and all(_int(x) and x > 0 for x in v),
-    "crop_pct": lambda v: _number(v) and 0 < v <= 1,
-    "interpolation": lambda v: v in INTERPOLATIONS,
-}
-_DATA_EXPECTED = {
-    "classes": "a list of strings",
-    "mean": "a list of numbers",
-    "std": "a list of positive numbers",
-    "input_size": "[channels, height, width], positive integers",
-    "crop_pct": "a number in (0, 1]",
-    "interpolation": f"one of {', '.join(INTERPOLATIONS)}",
-}
 #: Metadata keys of a senet-native file; ``save_weights(metadata=...)`` may not use them.
-RESERVED_METADATA = ("format", "model", "kwargs", "senet_version", DIGEST_KEY, *DATA_KEYS)
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+RESERVED_METADATA = ("format", "model", "kwargs", "senet_version", DIGEST_KEY, *RECORDED)
 
 
 @dataclass(frozen=True)
 class WeightsMetadata:
-    """What a weight file says about itself.
+    """What a weight file (or a model senet exported) says about itself.
 
     ``format`` is ``"senet"`` or the name of the foreign layout it was read as (``"timm"``,
     ``"legacy"``). For senet files ``model`` and ``kwargs`` rebuild the network
     (``create_model(model, **kwargs)``) and ``data`` holds the pretrained-config entries the
-    file records (:data:`DATA_KEYS`); for the others ``model`` is ``None`` and ``kwargs`` is the
-    layout implied by the source project.
+    file records (:data:`~senet.preprocess.RECORDED`, as JSON values; apply them with
+    :meth:`PretrainedCfg.updated <senet.preprocess.PretrainedCfg.updated>`); for the others
+    ``model`` is ``None`` and ``kwargs`` is the layout implied by the source project.
     """
 
     format: str
@@ -81,23 +59,17 @@ class WeightsMetadata:
 
 def _json_field(meta: Mapping[str, str], key: str, source: str) -> Any:
     try:
-        return json.loads(meta[key])
-    except (json.JSONDecodeError, TypeError):
-        raise WeightsError(f"{source}: metadata {key!r} is not valid JSON: {str(meta[key])[:80]!r}") from None
+        return json_value(meta[key], key)
+    except ValueError as e:
+        raise WeightsError(f"{source}: metadata {e}") from None
 
 
 def check_data(data: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """``data`` (pretrained-config entries as JSON values) checked against :data:`DATA_KEYS`."""
-    out = {}
-    for key, value in data.items():
-        if key not in DATA_KEYS:
-            raise WeightsError(f"{source}: unknown pretrained-config entry {key!r}; known: {', '.join(DATA_KEYS)}")
-        if not DATA_KEYS[key](value):
-            raise WeightsError(f"{source}: metadata {key!r} must be {_DATA_EXPECTED[key]}, got {value!r}")
-        out[key] = value
-    if "mean" in out and "std" in out and len(out["mean"]) != len(out["std"]):
-        raise WeightsError(f"{source}: metadata 'mean' and 'std' have different lengths")
-    return out
+    """``data`` (pretrained-config entries as JSON values) checked (:func:`~senet.preprocess.check_entries`)."""
+    try:
+        return check_entries(data)
+    except ValueError as e:
+        raise WeightsError(f"{source}: metadata {e}") from None
 
 
 def decode(meta: Mapping[str, str], source: str) -> WeightsMetadata:
@@ -108,7 +80,10 @@ def decode(meta: Mapping[str, str], source: str) -> WeightsMetadata:
     model = meta.get("model")
     if model is not None and not (isinstance(model, str) and model.isidentifier()):
         raise WeightsError(f"{source}: metadata 'model' is not a model name: {model[:80]!r}")
-    data = check_data({k: _json_field(meta, k, source) for k in DATA_KEYS if k in meta}, source)
+    try:
+        data = PretrainedCfg.metadata_entries(meta)
+    except ValueError as e:
+        raise WeightsError(f"{source}: metadata {e}") from None
     return WeightsMetadata(
         format="senet",
         model=model,
@@ -120,21 +95,20 @@ def decode(meta: Mapping[str, str], source: str) -> WeightsMetadata:
 
 
 def encode(
-    model: str, kwargs: Mapping[str, Any], data: Mapping[str, Any], version: str,
+    model: str | None, kwargs: Mapping[str, Any], cfg: PretrainedCfg | None, version: str,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The safetensors header of a senet-native file (the inverse of :func:`decode`)."""
-    try:
-        kwargs_json = json.dumps(dict(kwargs), sort_keys=True)
-    except TypeError as e:
-        raise WeightsError(f"model keywords of {model} cannot be stored as JSON: {e}") from None
-    meta = {"format": "senet", "model": model, "kwargs": kwargs_json, "senet_version": version}
-    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if v is not None}
-    try:
-        checked = check_data(plain, model)
-    except WeightsError as e:
-        raise ValueError(str(e)) from None
-    meta.update({k: json.dumps(v) for k, v in checked.items()})
+    """The senet header of a file (the inverse of :func:`decode`): ``model`` (``None``: a model
+    not built by senet, without name or keywords) with ``kwargs``, and what ``cfg`` records."""
+    meta = {"format": "senet"}
+    if model is not None:
+        try:
+            kwargs_json = json.dumps(dict(kwargs), sort_keys=True)
+        except TypeError as e:
+            raise WeightsError(f"model keywords of {model} cannot be stored as JSON: {e}") from None
+        meta.update(model=model, kwargs=kwargs_json)
+    meta["senet_version"] = version
+    meta.update(cfg.to_metadata() if cfg is not None else {})
     for key, value in (extra or {}).items():
         if key in RESERVED_METADATA:
             raise ValueError(f"metadata key {key!r} is reserved; reserved: {', '.join(RESERVED_METADATA)}")

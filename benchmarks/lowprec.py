@@ -11,7 +11,9 @@ size, the same network as
 * ``onnx_int8_se_float``: the int8 file with the SE gate and scaling kept in fp32
   (``Int8(se_gate="float")``).
 
-onnxruntime runs with as many intra-op threads as torch. Goals (issue 22): bf16 >= 2x and int8
+onnxruntime runs with as many intra-op threads as torch, without busy-waiting between runs
+(its spinning threads would otherwise take the cores from the PyTorch rounds that follow:
+a first run measured PyTorch fp32 at 2.0 s for one se_resnet50 image that way). Goals (issue 22): bf16 >= 2x and int8
 >= 3x the speed of PyTorch fp32 of the same network. Where the time goes: onnxruntime's own
 profile of the int8 file (share of time per operator type) and torch's profiler for bf16 (top
 operators).
@@ -79,6 +81,7 @@ def where_int8_time_goes(path: Path, x: torch.Tensor, threads: int, runs: int = 
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.enable_profiling = True
     options.log_severity_level = 3
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +124,7 @@ def speed(args: argparse.Namespace, threads: int) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp:
             log(f"{name}: exporting fp32 and int8 ONNX files ...")
             files = onnx_files(model, side, Path(tmp), calibration, held_out, 0.0)
-            sessions = {k: onnx_session(p, threads=threads) for k, (p, _) in files.items()}
+            sessions = {k: onnx_session(p, threads=threads, spin=False) for k, (p, _) in files.items()}
             eager = model.to(memory_format=torch.channels_last)
             for batch in args.batch:
                 x = torch.randn(batch, 3, side, side, generator=g)
@@ -183,7 +186,7 @@ def accuracy(args: argparse.Namespace, threads: int) -> dict[str, Any]:
         if bf16_units("cpu"):
             others["torch_bf16"] = at_precision(model, "bf16", "cpu")
         for k in ("onnx_fp32", "onnx_int8", "onnx_int8_se_float"):
-            session = onnx_session(files[k][0], threads=threads)
+            session = onnx_session(files[k][0], threads=threads, spin=False)
             others[k] = (lambda x, s=session: run_session(s, x, len(x)))
         batches = eval_batches(test.images, test.labels, batch_transform(cfg, tuple(test.images.shape[-2:])),
                                batch_size=250, device="cpu")

@@ -11,8 +11,10 @@ import torch
 from senet.errors import SenetError
 
 
-def onnx_session(path: str | os.PathLike[str], threads: int | None = None) -> Any:
-    """An onnxruntime CPU session for ``path`` (``threads``: intra-op threads, default onnxruntime's)."""
+def onnx_session(path: str | os.PathLike[str], threads: int | None = None, *, spin: bool = True) -> Any:
+    """An onnxruntime CPU session for ``path`` (``threads``: intra-op threads, default onnxruntime's).
+    ``spin=False`` stops its threads busy-waiting for work after each run, which would otherwise
+    take the cores from whatever runs next in the process (PyTorch, another session)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -20,6 +22,8 @@ def onnx_session(path: str | os.PathLike[str], threads: int | None = None) -> An
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

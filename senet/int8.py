@@ -7,7 +7,9 @@ file statically with onnxruntime's quantization tools: QDQ format, int8 weights 
 channel, uint8 activations whose ranges are the 99.999th percentile of their magnitudes on
 calibration images (onnxruntime's ``Percentile`` calibration: on the trained ``cifar_se_resnet20``
 of docs/results/lowprec.md, 3,000 CIFAR-10 test images, it agrees with fp32 on 99.27% of them,
-where ``MinMax`` agrees on 98.87% with 256 calibration images and 98.97% with 1,024). The SE
+where ``MinMax`` agrees on 98.87% with 256 calibration images and 98.97% with 1,024). Where
+onnxruntime finds no finite percentile (a tensor constant on every calibration image), the file
+is calibrated by min/max instead and says so (``int8_calibration`` in its header). The SE
 block (paper eqs. 2-4) is quantized whole by default: the squeeze becomes a ``GlobalAveragePool``
 (onnxruntime has an int8 kernel for it; the ``ReduceSum`` / ``ReduceMean`` it is exported as
 runs in fp32 on a dequantized copy of the block's input), the excitation's 1x1 convolutions run
@@ -245,7 +247,8 @@ class _Reader:
 
 
 
-def _quantize(fp32: Path, out: Path, work: Path, int8: Int8) -> None:
+def _quantize(fp32: Path, out: Path, work: Path, int8: Int8) -> str:
+    """Quantize ``fp32`` into ``out``; returns the calibration method used (module docstring)."""
     try:
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -269,14 +272,22 @@ def _quantize(fp32: Path, out: Path, work: Path, int8: Int8) -> None:
     if len(calibration) % batch:  # a file with a fixed batch size: whole batches only
         calibration = calibration[: len(calibration) // batch * batch] if len(calibration) >= batch else \
             calibration.repeat(math.ceil(batch / len(calibration)), 1, 1, 1)[:batch]
-    with quiet():
-        try:
-            quantize_static(str(pre), str(out), _Reader(name, calibration, batch), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep_float)
-        except Exception as e:  # noqa: BLE001 (onnxruntime's quantizer raises many types)
-            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SenetError(f"int8 quantization failed: {detail[:300]}") from None
+    methods = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
+    for method, calibrate in methods.items():
+        with quiet():
+            try:
+                quantize_static(str(pre), str(out), _Reader(name, calibration, batch), quant_format=QuantFormat.QDQ,
+                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=calibrate, nodes_to_exclude=keep_float)
+                return method
+            except Exception as e:  # noqa: BLE001 (onnxruntime's quantizer raises many types)
+                detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                if method == "percentile" and "not finite" in detail:
+                    # a tensor whose histogram has no width (constant on every calibration image):
+                    # no percentile; its min/max range is exact. Recorded in the file (int8_calibration)
+                    continue
+                raise SenetError(f"int8 quantization failed: {detail[:300]}") from None
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -304,7 +315,7 @@ def quantize_checked(model: nn.Module, fp32: Path, checked_shapes: Sequence[tupl
 
     with tempfile.TemporaryDirectory(prefix="senet-int8-") as tmp:
         quantized = Path(tmp) / "int8.onnx"
-        _quantize(fp32, quantized, Path(tmp), int8)
+        method = _quantize(fp32, quantized, Path(tmp), int8)
         session = onnx_session(quantized)
         batch = session_batch(session, int8.batch_size)
         with torch.no_grad():
@@ -326,7 +337,7 @@ def quantize_checked(model: nn.Module, fp32: Path, checked_shapes: Sequence[tupl
         del session
         meta = file_header(model, extra={"precision": "int8", "int8_agreement": json.dumps(agreement.to_json()),
                                          "int8_calibration_images": str(len(int8.calibration)),
-                                         "int8_se_gate": int8.se_gate})
+                                         "int8_se_gate": int8.se_gate, "int8_calibration": method})
         written = onnx.load(str(quantized))
         del written.metadata_props[:]
         for key, value in meta.items():

@@ -173,12 +173,14 @@ def test_export_int8_cli(tmp_path, trained, capsys):
         (["--int8", "--images", str(tree), "--calibration", "20", "--held-out", "20"], "40 calibration and held-out "
                                                                                       "images asked for"),
         (["--int8", "--images", str(tree), "--min-agreement", "120"], "--min-agreement"),
-        (["--int8", "--images", str(tree), "--calibration", "0"], "--calibration"),
         (["--int8", "--images", str(tmp_path / "missing")], "missing"),
     ):
         assert main(["export", "--weights", str(weights), "--out", str(tmp_path / "x.onnx"), *argv]) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+    with pytest.raises(SystemExit) as exit_:  # argparse's own check of a count
+        main(["export", "--weights", str(weights), "--int8", "--images", str(tree), "--calibration", "0"])
+    assert exit_.value.code == 2 and "--calibration: must be an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
 
 

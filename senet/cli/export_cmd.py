@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from senet.cli.model_source import add_model_arguments
+from senet.cli.model_source import add_dataset_arguments, add_model_arguments
 from senet.cli.options import finite_float, positive_int
 
 HELP = "export a model (--run DIR | --weights FILE | --model NAME [--pretrained]) to ONNX or TorchScript, verified"
@@ -32,9 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("int8 (ONNX, static post-training quantization, checked against fp32)")
     q.add_argument("--int8", action="store_true",
                    help="write an int8 ONNX file (default name <model>-int8.onnx); needs calibration images")
-    q.add_argument("--dataset", help="cifar10, cifar100 or an ImageFolder path: calibration images from its train "
-                                     "split, held-out images from its test split (default: the run's / cifar10)")
-    q.add_argument("--data", metavar="PATH", help="where the dataset is (default: the run's / searched, see README)")
+    add_dataset_arguments(q, data_default="the run's / searched, see README",
+                          use=": calibration images from its train split, held-out images from its test split")
     q.add_argument("--images", metavar="FOLDER",
                    help="instead of a dataset: image files under FOLDER, shuffled, split into calibration and held-out")
     q.add_argument("--calibration", type=positive_int, default=None, metavar="N",

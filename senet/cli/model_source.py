@@ -23,10 +23,17 @@ def add_model_arguments(p: argparse.ArgumentParser, *, bare_model: bool) -> None
                    help="use weights holding NaN or inf values (refused by default)")
 
 
+def add_dataset_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, *,
+                          data_default: str = "searched, see README", use: str = "") -> None:
+    """The one ``--dataset`` / ``--data`` pair of the commands that read a dataset for a model
+    (``use``: what the command takes from it, appended to the help)."""
+    p.add_argument("--dataset", help=f"cifar10, cifar100 or an ImageFolder path{use} (default: the run's / cifar10)")
+    p.add_argument("--data", metavar="PATH", help=f"where the dataset is (default: {data_default})")
+
+
 def add_source_arguments(p: argparse.ArgumentParser, *, data_default: str = "searched, see README") -> None:
     add_model_arguments(p, bare_model=False)
-    p.add_argument("--dataset", help="cifar10, cifar100 or an ImageFolder path (default: the run's / cifar10)")
-    p.add_argument("--data", metavar="PATH", help=f"where the dataset is (default: {data_default})")
+    add_dataset_arguments(p, data_default=data_default)
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
 
 

@@ -8,17 +8,19 @@ name, keywords and preprocessing (input size, mean, std, ``crop_pct``, interpola
 names) go into the file (ONNX ``metadata_props``; TorchScript ``_extra_files["senet.json"]``):
 the header of senet's weight files (:mod:`senet.weights.metadata`), which
 :func:`senet.read_metadata` reads back.
+
+With ``int8=`` (:class:`senet.int8.Int8`) the ONNX file is quantized to int8 after that check
+and kept only if its top-1 class agrees with fp32 on held-out images (:mod:`senet.int8`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,7 +29,12 @@ from senet.errors import SenetError
 from senet.models._pretrained import file_header
 from senet.utils.atomic import atomic_path
 from senet.utils.limits import check_input_size, check_work_size
+from senet.utils.quiet import quiet
 from senet.weights.io import EXPORT_EXTRA_FILE
+
+if TYPE_CHECKING:
+    from senet.int8 import Int8
+    from senet.lowprec import Agreement
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -43,6 +50,8 @@ class Exported:
     max_rel_diff: float  # max |diff| over the largest |logit|
     shapes: list[tuple[int, ...]]  # the inputs it was checked on
     metadata: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"  # "int8" for a quantized file
+    agreement: Agreement | None = None  # an int8 file's agreement with fp32 on held-out inputs
 
 
 def _shapes(input_size: tuple[int, ...], dynamic_batch: bool, dynamic_size: bool) -> list[tuple[int, ...]]:
@@ -68,18 +77,6 @@ def _check(outputs: list[torch.Tensor], refs: list[torch.Tensor], tolerance: flo
                          f"{abs_diff:.3g} for logits up to {scale:.3g} ({rel:.2g} relative, tolerance {tolerance:g}); "
                          "nothing was written")
     return abs_diff, rel
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """The exporters print progress and warnings of their own; kept for the error message."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield out
 
 
 def onnx_opsets() -> range:
@@ -113,7 +110,7 @@ def _onnx(model: nn.Module, tmp: Path, example: torch.Tensor, meta: dict[str, st
           dynamic_size: bool, opset: int | None, optimize: bool) -> None:
     auto = torch.export.Dim.AUTO
     dims = {**({0: auto} if dynamic_batch else {}), **({2: auto, 3: auto} if dynamic_size else {})}
-    with _quiet() as log:
+    with quiet() as log:
         try:
             # torch.export first, on its own: the ONNX exporter would otherwise fall back to other
             # capture strategies, and a program that torch.export cannot capture is worth naming
@@ -137,16 +134,14 @@ def _onnx(model: nn.Module, tmp: Path, example: torch.Tensor, meta: dict[str, st
 
 
 def _run_onnx(path: Path, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise SenetError("verifying an ONNX file needs onnxruntime (pip install onnxruntime)") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return [torch.from_numpy(session.run(None, {"input": x.detach().cpu().float().numpy()})[0]) for x in inputs]
+    from senet.onnx_runtime import onnx_session, run_session
+
+    session = onnx_session(path)
+    return [run_session(session, x.detach().cpu(), len(x)) for x in inputs]
 
 
 def _torchscript(model: nn.Module, tmp: Path, meta: dict[str, str]) -> None:
-    with _quiet():
+    with quiet():
         try:
             scripted = torch.jit.script(model)
         except Exception as e:  # noqa: BLE001
@@ -170,6 +165,7 @@ def export_model(
     opset: int | None = None,
     optimize: bool | None = None,
     tolerance: float = 1e-4,
+    int8: Int8 | None = None,
 ) -> Exported:
     """Write ``model`` (in eval mode) as ONNX or TorchScript to ``path``, verified (module docstring).
 
@@ -182,6 +178,10 @@ def export_model(
         optimize: run the ONNX exporter's graph optimisations (constant folding and the like;
             default on).
         tolerance: largest difference allowed, relative to the largest logit.
+        int8: quantize the ONNX file to int8 with these calibration and held-out inputs (their
+            size is the file's input size); the file is refused below ``int8.min_agreement``
+            top-1 agreement with fp32 (:mod:`senet.int8`). The result's
+            differences and :attr:`Exported.agreement` are then those on the held-out inputs.
 
     Raises:
         SenetError: an option that cannot be honoured (an opset the exporter does not write,
@@ -199,6 +199,28 @@ def export_model(
             math.isfinite(tolerance) and tolerance > 0):
         raise ValueError(f"tolerance must be a finite number > 0, got {tolerance!r}")
     path = Path(path)
+    if int8 is not None:
+        if format != "onnx":
+            raise SenetError(f"--int8 applies to ONNX files only, not to {format}")
+        if input_size is not None and tuple(input_size) != int8.input_size:
+            raise SenetError(f"input_size {tuple(input_size)} is not the size of the int8 calibration inputs "
+                             f"{int8.input_size}")
+        import tempfile
+
+        from senet.int8 import int8_ready, quantize_checked
+
+        was_training = model.training
+        try:
+            model.eval()
+            with tempfile.TemporaryDirectory(prefix="senet-int8-") as tmp:
+                fp32 = export_model(int8_ready(model), Path(tmp) / "fp32.onnx", input_size=int8.input_size,
+                                    dynamic_batch=dynamic_batch, dynamic_size=dynamic_size, opset=opset,
+                                    optimize=optimize, tolerance=tolerance)
+                q = quantize_checked(model, fp32.path, fp32.shapes, path, int8)
+        finally:
+            model.train(was_training)
+        return Exported(path, "onnx", q.max_abs_diff, q.max_rel_diff, q.shapes, q.metadata, precision="int8",
+                        agreement=q.agreement)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     input_size = tuple(input_size or cfg.get("input_size") or (3, 224, 224))
     if len(input_size) != 3 or not all(isinstance(s, int) and s >= 1 for s in input_size):
@@ -227,7 +249,7 @@ def export_model(
                 outputs = _run_onnx(tmp, inputs)
             else:
                 _torchscript(model, tmp, meta)
-                with _quiet():
+                with quiet():
                     loaded = torch.jit.load(str(tmp), map_location=inputs[0].device)
                 with torch.no_grad():
                     outputs = [loaded(x).cpu() for x in inputs]

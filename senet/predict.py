@@ -16,6 +16,7 @@ from senet.data.decode import decode_image
 from senet.data.imagefolder import is_image_name
 from senet.data.transforms import check_eval_sizes, eval_crops, normalize
 from senet.errors import DataError
+from senet.lowprec import Agreement, AgreementMeter, at_precision
 from senet.preprocess import PretrainedCfg
 
 
@@ -67,25 +68,41 @@ def predict(
     ten_crop: bool = False,
     skip_corrupt: bool = False,
     device: torch.device | str = "cpu",
+    precision: str = "fp32",
     on_skip: Callable[[Path, str], None] = lambda path, reason: None,
+    on_agreement: Callable[[Agreement], None] = lambda agreement: None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> Iterator[Prediction]:
     """Top-``topk`` predictions of ``model`` for each image of ``paths``, in order (10-crop
     averages the crops' probabilities). An unreadable file is a ``DataError``, or with
-    ``skip_corrupt`` reported to ``on_skip`` and left out."""
+    ``skip_corrupt`` reported to ``on_skip`` and left out.
+
+    ``precision="bf16"`` runs the model under bf16 autocast (refused on a device without bf16
+    units, :func:`senet.lowprec.check_precision`); the first batch is also run in fp32 and
+    ``on_agreement`` gets how far the two agree there (``senet eval --precision`` measures a
+    whole split)."""
     if topk < 1 or batch_size < 1:
         raise ValueError("topk and batch_size must be >= 1")
+    low = at_precision(model, precision, device) if precision != "fp32" else None
     model.eval()
     check_eval_sizes(model, cfg, batch_size=batch_size, images=len(paths), ten_crop=ten_crop)
     model.to(device)
     names = cfg.classes
     batch: list[tuple[Path, torch.Tensor]] = []
+    checked = False
 
     def run(items: list[tuple[Path, torch.Tensor]]) -> Iterator[Prediction]:
-        views = torch.cat([v for _, v in items]).to(device)
+        nonlocal checked
+        x = normalize(torch.cat([v for _, v in items]).to(device), cfg)
         with torch.inference_mode():
-            probs = model(normalize(views, cfg)).float().softmax(1)
-        probs = probs.view(len(items), -1, probs.shape[-1]).mean(1)
+            probs = (low(x) if low is not None else model(x)).float().softmax(1)
+            probs = probs.view(len(items), -1, probs.shape[-1]).mean(1)
+            if low is not None and not checked:  # a spot check against fp32
+                checked = True
+                ref = model(x).float().softmax(1)
+                meter = AgreementMeter()
+                meter.update(ref.view(len(items), -1, ref.shape[-1]).mean(1).log(), probs.log())
+                on_agreement(meter.result())
         k = min(topk, probs.shape[-1])
         top = probs.topk(k, dim=1)
         for (path, _), p, i in zip(items, top.values.tolist(), top.indices.tolist(), strict=True):

@@ -39,13 +39,13 @@ def test_help_and_version_import_no_torch():
 #: what each command needs besides the option under test
 NEEDS = {"train": [], "eval": ["--run", "r"], "predict": ["x.jpg"], "export": [], "recipes": [], "models": [],
          "complexity": [], "convert": ["a.pth", "b.safetensors"], "analyze": ["--run", "r"],
-         "ablate": ["--study", "gate"]}
-MODEL_COMMANDS = ["eval", "predict", "export", "complexity", "convert", "analyze"]
-CONFIG_COMMANDS = ["train", "ablate"]  # the commands with a training configuration: --set
-FOLDER_COMMANDS = ["train", "ablate", "analyze"]  # --out DIR
-PROGRESS_COMMANDS = ["train", "ablate", "analyze", "predict"]
-DATA_COMMANDS = ["train", "ablate", "eval", "analyze"]
-DEVICE_COMMANDS = ["train", "ablate", "eval", "analyze", "predict"]
+         "ablate": ["--study", "gate"], "prune": ["--run", "r", "--flops", "0.5"]}
+MODEL_COMMANDS = ["eval", "predict", "export", "complexity", "convert", "analyze", "prune"]
+CONFIG_COMMANDS = ["train", "ablate", "prune"]  # the commands with a training configuration: --set
+FOLDER_COMMANDS = ["train", "ablate", "analyze", "prune"]  # --out DIR
+PROGRESS_COMMANDS = ["train", "ablate", "analyze", "predict", "prune"]
+DATA_COMMANDS = ["train", "ablate", "eval", "analyze", "prune", "export"]  # export: --int8 calibration
+DEVICE_COMMANDS = ["train", "ablate", "eval", "analyze", "predict", "prune"]
 
 
 def _parse(command: str, *argv: str):
@@ -127,7 +127,7 @@ def test_out_is_always_a_folder(command):
         assert options["--out"].metavar == "DIR" and _parse(command, "--out", "somewhere").out == "somewhere"
     else:
         assert "--out" not in options
-    assert ("--output" in options) == (command == "export")  # the one command that writes one named file
+    assert ("--output" in options) == (command in ("export", "prune"))  # the commands that write one named file
 
 
 @pytest.mark.parametrize("command", PROGRESS_COMMANDS)

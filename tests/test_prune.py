@@ -225,7 +225,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     plain = senet.save_weights(_cifar(name="cifar_resnet20"), tmp_path / "plain.safetensors")
     tree = make_tree(tmp_path / "tree", train=4, test=2)
     assert main(["prune", "--weights", str(plain), "--flops", "0.5", "--dataset", str(tree),
-                 "--out", str(tmp_path / "p.safetensors")]) == 2
+                 "--output", str(tmp_path / "p.safetensors")]) == 2
     _one_line_error(capsys, "has none", "--criterion")
     damaged = tmp_path / "damaged.safetensors"
     damaged.write_bytes(_pruned_file(tmp_path).read_bytes()[:-100])
@@ -240,12 +240,12 @@ def test_cli_pruned_file_evaluates_exports_predicts_analyzes_and_finetunes(tmp_p
     weights = senet.save_weights(_cifar(), tmp_path / "w.safetensors", classes=[f"class{c}" for c in range(4)])
     pruned = tmp_path / "pruned.safetensors"
     assert main(["prune", "--weights", str(weights), "--flops", "0.5", "--criterion", "se", "--calibration", "8",
-                 "--dataset", str(tree), "--eval", "--out", str(pruned)]) == 0
+                 "--dataset", str(tree), "--eval", "--output", str(pruned)]) == 0
     out = capsys.readouterr().out
     assert "zeroed" in out and "test error" in out
     assert main(["eval", "--weights", str(pruned), "--dataset", str(tree)]) == 0
     assert "top-1 error" in capsys.readouterr().out
-    assert main(["export", "--weights", str(pruned), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
+    assert main(["export", "--weights", str(pruned), "--format", "torchscript", "--output", str(tmp_path / "m.pt")]) == 0
     scripted = torch.jit.load(str(tmp_path / "m.pt"))
     model = senet.create_model(pretrained=pruned).eval()
     x = _images(2)

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import yaml
 
 import senet
 from senet.errors import ConfigError
@@ -143,3 +144,18 @@ def test_cosine_step_linear_and_linear_warmup():
     assert [lr_at(step, 1.0, e * 5, 5) for e in (29, 30, 60)] == pytest.approx([1.0, 0.1, 0.01])
     lin = ScheduleConfig(name="linear", epochs=4, final_lr=0.0)
     assert lr_at(lin, 1.0, 2, 1) == pytest.approx(0.5)
+
+
+def test_a_run_folder_from_before_channels_last_was_a_bool_still_reads(tmp_path):
+    """Earlier releases wrote ``run.channels_last: null`` for "on everywhere"; such folders resume,
+    evaluate and export as before."""
+    from senet.train import RunDir
+    from senet.utils.text import read_yaml
+
+    cfg = resolve("default", [])
+    RunDir.create(tmp_path / "run", cfg).release()
+    path = tmp_path / "run" / "config.yaml"
+    values = read_yaml(path, dict, what="a run's configuration")
+    values["run"]["channels_last"] = None
+    path.write_text(yaml.safe_dump(values))
+    assert RunDir(tmp_path / "run").config() == cfg

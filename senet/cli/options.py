@@ -190,3 +190,14 @@ def add_deprecated(p: argparse.ArgumentParser, *names: str, target: str, instead
     positional = {} if names[0].startswith("-") else {"nargs": "?"}
     p.add_argument(*names, action=_Deprecated, target=target, instead=instead, append=append,
                    default=argparse.SUPPRESS, **positional, **kwargs)
+
+
+#: the values of ``--precision``; ``senet.lowprec.check_precision`` says where each runs
+PRECISIONS = ("fp32", "bf16")
+
+
+def add_precision(p: argparse.ArgumentParser) -> None:
+    """The one ``--precision`` option of the inference commands (``predict``, ``eval``)."""
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (the default) or bf16: autocast, on CPUs and GPUs with bf16 units; the bf16 "
+                        "predictions are compared with fp32 (top-1 agreement, probability difference)")

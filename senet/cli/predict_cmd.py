@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from senet.cli.model_source import add_model_arguments
-from senet.cli.options import (add_device, add_input_size, add_progress, add_skip_corrupt, positive_float, positive_int,
-                               show_progress)
+from senet.cli.options import (add_device, add_input_size, add_precision, add_progress, add_skip_corrupt,
+                               positive_float, positive_int, show_progress)
 
 HELP = "classify images (files or folders) with a model: top-k class names and probabilities"
 
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="centre-crop fraction (default: the weights'); the short side is resized to SIDE / crop-pct")
     p.add_argument("--ten-crop", action="store_true", help="average the 10 crops (corners, centre, mirrored)")
     add_device(p)
+    add_precision(p)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", metavar="FILE", help="also write the predictions as JSON")
     out.add_argument("--csv", metavar="FILE", help="also write the predictions as CSV")
@@ -37,11 +38,14 @@ def run(args: argparse.Namespace) -> int:
 
     from senet.cli.model_source import load_model
     from senet.data.transforms import resolve_data_config
+    from senet.lowprec import check_precision
     from senet.predict import find_images, predict
     from senet.utils.device import resolve_device
     from senet.utils.atomic import write_text
     from senet.utils.text import csv_text
 
+    device = resolve_device(args.device)
+    check_precision(args.precision, device)
     paths = find_images(args.images)
     source = load_model(args)
     cfg = resolve_data_config(source.model, input_size=args.input_size, crop_pct=args.crop_pct)
@@ -51,17 +55,26 @@ def run(args: argparse.Namespace) -> int:
         skipped.append(str(path))
         print(f"skipped {path}: {reason}", file=sys.stderr)
 
+    agreements = []
+
+    def on_agreement(agreement: object) -> None:
+        agreements.append(agreement)
+        print(f"{args.precision}, first batch: {agreement.describe()}", file=sys.stderr)
+
     show = show_progress(args) and len(paths) > 1
     results = []
     with tqdm(total=len(paths), unit="img", disable=not show, file=sys.stderr) as bar:
         for pred in predict(source.model, paths, cfg, topk=args.topk, batch_size=args.batch_size,
-                            ten_crop=args.ten_crop, skip_corrupt=args.skip_corrupt, device=resolve_device(args.device),
-                            on_skip=on_skip, progress=bar.update):
+                            ten_crop=args.ten_crop, skip_corrupt=args.skip_corrupt, device=device,
+                            precision=args.precision, on_skip=on_skip, on_agreement=on_agreement,
+                            progress=bar.update):
             results.append(pred)
             shown = ", ".join(f"{c} {p:.1%}" for c, p in zip(pred.classes, pred.probabilities))
             bar.write(f"{pred.path}: {shown}", file=sys.stdout)
     if args.json:
-        write_text(args.json, json.dumps({"model": source.name, "predictions": [asdict(r) for r in results],
+        write_text(args.json, json.dumps({"model": source.name, "precision": args.precision,
+                                          **({"agreement": asdict(agreements[0])} if agreements else {}),
+                                          "predictions": [asdict(r) for r in results],
                                           "skipped": skipped}, indent=2) + "\n")
     if args.csv:
         write_text(args.csv, csv_text(["path", "rank", "class", "index", "probability"], (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from senet.cli.model_source import add_model_arguments
-from senet.cli.options import add_device, positive_int
+from senet.cli.options import add_data, add_device, add_out, add_overrides, add_progress, positive_int, show_progress
 
 HELP = ("prune a trained model's channels (SE excitations, L1 norm, BN scale or random) to a FLOPs or channel "
         "target, write it as a senet file; --study compares the criteria")
@@ -27,7 +27,7 @@ def _names(text: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from senet.pruning.criteria import CRITERIA
+    from senet.pruning import CRITERIA
 
     add_model_arguments(p, bare_model=True)
     target = p.add_mutually_exclusive_group()
@@ -40,20 +40,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "L1 norm; bn: batch-norm scale; random")
     p.add_argument("--calibration", type=positive_int, default=1000, metavar="N",
                    help="training images whose excitations rank the channels (se; default 1000)")
-    p.add_argument("--dataset", help="cifar10, cifar100 or an ImageFolder path (default: the run's / cifar10)")
-    p.add_argument("--data", metavar="PATH", help="where the dataset is (default: the run's, else searched)")
+    add_data(p, dataset=True, default="the run's, else searched")
     p.add_argument("--seed", type=int, default=0, help="calibration sample and random order (default 0)")
-    p.add_argument("--out", metavar="PATH",
-                   help="the pruned .safetensors (default <run>/pruned-<criterion>-<target>.safetensors); "
-                        "with --study the study folder (default runs/prune-study-<model>)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="the pruned .safetensors (default <run>/pruned-<criterion>-<target>.safetensors)")
     p.add_argument("--eval", action="store_true", help="also print the test error before and after pruning")
     p.add_argument("--finetune", metavar="DIR",
                    help="then fine-tune the pruned network into the run folder DIR (resumable with "
                         "senet train --resume DIR)")
     p.add_argument("--recipe", metavar="NAME|FILE", help="fine-tuning recipe (default: finetune, a short cosine schedule)")
     p.add_argument("--epochs", type=positive_int, help="fine-tuning epochs (the recipe's shape kept)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a fine-tuning config value, e.g. --set optim.lr=0.01")
+    add_overrides(p, help="override a fine-tuning config value, e.g. --set optim.lr=0.01")
     add_device(p)
     study = p.add_argument_group("study (--study)")
     study.add_argument("--study", action="store_true",
@@ -66,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     study.add_argument("--speed-batches", type=lambda t: [int(v) for v in _names(t)], default=[1, 64],
                        metavar="B,B", help="inference batch sizes timed (default 1,64)")
     study.add_argument("--no-onnx", action="store_true", help="time eager PyTorch only")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+    add_out(study, help="the study folder (default runs/prune-study-<model>)")
+    add_progress(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,13 +97,13 @@ def _prune(args: argparse.Namespace) -> int:
         raise ValueError(f"--finetune {args.finetune} holds a run already; continue it with senet train --resume")
     source = load_source(args)
     model = source.model
-    if args.out:
-        out = Path(args.out)
+    if args.output:
+        out = Path(args.output)
     else:
         folder = source.run.path if source.run is not None else Path(".")
         out = folder / f"pruned-{args.criterion}-{kind}{round(100 * value)}.safetensors"
     if out.suffix != ".safetensors":
-        raise ValueError(f"--out {out}: the pruned network is written as .safetensors")
+        raise ValueError(f"--output {out}: the pruned network is written as .safetensors")
     images = transform = None
     if args.criterion == "se":
         train = load_split(source.dataset, "train", data=source.data)
@@ -145,7 +143,7 @@ def _finetune(args: argparse.Namespace, pruned: object) -> None:
         values.setdefault("data", {})["dataset"] = args.dataset
     cfg = resolve(args.recipe or FINETUNE_RECIPE, [*args.overrides, values], epochs=args.epochs)
     with RunDir.create(args.finetune, cfg) as run:
-        trainer = Trainer(cfg, run, progress=False if args.no_progress else None)
+        trainer = Trainer(cfg, run, progress=show_progress(args))
         before = trainer.test()
         print(f"fine-tuning {cfg.model.name} from {pruned} ({cfg.schedule.epochs} epochs, recipe {cfg.recipe}) -> "
               f"{run.path}; test error before fine-tuning: top-1 {100 * before['top1_err']:.2f}%")
@@ -184,7 +182,7 @@ def _study(args: argparse.Namespace) -> int:
           f"{len(plan.runs)} pruned networks of {plan.model}, each fine-tuned {f.schedule.epochs} epoch(s) with recipe "
           f"{plan.recipe} -> {out}")
     try:
-        outcomes, speeds = run_prune_study(plan, out, progress=False if args.no_progress else None)
+        outcomes, speeds = run_prune_study(plan, out, progress=show_progress(args))
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to continue {out} (finished work is kept)")
         raise

@@ -6,8 +6,25 @@ pruning for model compression").
 every channel coupled to them) until the network keeps half its FLOPs; the pruned model is an
 ordinary senet model: ``senet.save_weights`` writes it, ``senet.create_model(pretrained=FILE)``
 rebuilds it from the file alone. Needs torch-pruning (``pip install 'senet[prune]'``).
+
+The names below are imported on first use (as ``senet``'s), so that ``senet prune --help``,
+which lists :data:`CRITERIA`, does not import torch.
 """
 
-from senet.pruning.core import FLOPS_TOLERANCE, UNSUPPORTED, PruneResult, check_target, prune, zeroed  # noqa: F401
-from senet.pruning.criteria import CRITERIA, mean_excitations, score_units  # noqa: F401
-from senet.pruning.groups import GroupedModel, PruningGroup, Unit, group_model  # noqa: F401
+from __future__ import annotations
+
+from senet.utils.lazy import lazy_exports
+
+#: the pruning criteria (:func:`senet.pruning.criteria.score_units`)
+CRITERIA = ("se", "l1", "bn", "random")
+
+_MODULES = {
+    "senet.pruning.core": ("FLOPS_TOLERANCE", "UNSUPPORTED", "PruneResult", "check_target", "prune", "zeroed"),
+    "senet.pruning.criteria": ("mean_excitations", "score_units"),
+    "senet.pruning.groups": ("GroupedModel", "PruningGroup", "Unit", "group_model"),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted([*_EXPORTS, "CRITERIA"])
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -32,9 +32,9 @@ from torch import nn
 
 from senet.errors import SenetError
 from senet.layers.se import SqueezeExcite
+from senet.pruning import CRITERIA
 from senet.pruning.groups import Element, GroupedModel
 
-CRITERIA = ("se", "l1", "bn", "random")
 Scores = dict[int, list[float]]  # group id -> score of each unit
 
 

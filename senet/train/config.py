@@ -325,6 +325,10 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     """Validate a (merged) mapping into a :class:`Config`."""
     if not isinstance(values, dict):
         raise ConfigError(f"a configuration must be a mapping, got {type(values).__name__}")
+    run = values.get("run")
+    if isinstance(run, dict) and "channels_last" in run and run["channels_last"] is None:
+        # run folders written before this release held null for "channels_last on every device", the default now
+        values = {**values, "run": {**run, "channels_last": True}}
     cfg = _build(Config, values, "")
     _check(cfg)
     return cfg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,16 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def batch_sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One batch's ``[loss_sum, top1_hits, top5_hits, count]`` (float64, on the logits' device)."""
+    logits = logits.float()
+    pred = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hit = pred == y[:, None]
+    return torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hit[:, 0].sum().double(),
+                        hit.any(dim=1).sum().double(),
+                        torch.tensor(float(len(y)), device=logits.device, dtype=torch.float64)])
 
 
 @torch.inference_mode()
@@ -38,12 +48,7 @@ def eval_sums(
         for x, y in batches:
             with autocast_for(device, precision):
                 logits = model(x)
-            logits = logits.float()
-            pred = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hit = pred == y[:, None]
-            sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hit[:, 0].sum().double(),
-                                 hit.any(dim=1).sum().double(), torch.tensor(float(len(y)), device=device,
-                                                                             dtype=torch.float64)])
+            sums += batch_sums(logits, y)
     finally:
         model.train(was_training)
     return sums
@@ -70,6 +75,13 @@ def evaluate(
     """Evaluate ``model`` on uint8 ``images`` (``transform`` turns a uint8 batch on ``device``
     into the model's input). Returns ``loss``, ``top1_err`` and ``top5_err`` (fractions)."""
     device = torch.device(device)
-    batches = ((transform(images[i : i + batch_size].to(device, non_blocking=True)),
-                labels[i : i + batch_size].to(device, non_blocking=True)) for i in range(0, len(labels), batch_size))
+    batches = eval_batches(images, labels, transform, batch_size=batch_size, device=device)
     return errors_from_sums(eval_sums(model, batches, device=device, precision=precision))
+
+
+def eval_batches(images: torch.Tensor, labels: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor], *,
+                 batch_size: int, device: torch.device | str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(input, label)`` batches of uint8 ``images`` on ``device``, in order (see :func:`evaluate`)."""
+    for i in range(0, len(labels), batch_size):
+        yield (transform(images[i : i + batch_size].to(device, non_blocking=True)),
+               labels[i : i + batch_size].to(device, non_blocking=True))

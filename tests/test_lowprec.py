@@ -99,21 +99,14 @@ def test_the_se_block_runs_in_int8_or_keeps_its_gate_in_float(tmp_path):
 
 
 def test_a_pruned_model_quantizes_as_it_is(tmp_path):
-    """A model whose widths are not its registry name's (as ``senet prune`` leaves them: a
-    narrower inner convolution, an SE block of another hidden width) is exported as it is."""
-    from senet.layers.se import SqueezeExcite
+    """A network ``senet prune`` narrowed (every stage and SE block of other widths than its
+    registry name's) is exported and quantized as it is: prune + int8 end to end."""
+    from senet.pruning import prune
 
     model = _varied(small("cifar_se_resnet20", {}, 32)[0])
-    block = next(m for m in model.modules() if isinstance(getattr(m, "se", None), SqueezeExcite))
-    keep = block.conv1.out_channels // 2  # the first convolution keeps half its output channels
-    conv1, conv2 = block.conv1, block.conv2
-    block.conv1 = torch.nn.Conv2d(conv1.in_channels, keep, 3, conv1.stride, 1, bias=False)
-    block.bn1 = randomise(torch.nn.BatchNorm2d(keep))
-    block.conv2 = torch.nn.Conv2d(keep, conv2.out_channels, 3, 1, 1, bias=False)
-    with torch.no_grad():
-        block.conv1.weight.copy_(conv1.weight[:keep])
-        block.conv2.weight.copy_(conv2.weight[:, :keep])
-    block.se = randomise(SqueezeExcite(block.se.channels, reduction=2))
+    before = sum(p.numel() for p in model.parameters())
+    prune(model, ratio=0.5, criterion="l1")
+    assert sum(p.numel() for p in model.parameters()) < before
     model.eval()
     with quiet():
         out = export_model(model, tmp_path / "p.onnx", int8=Int8(_inputs(4, 32, 1), _inputs(8, 32, 2),
@@ -156,7 +149,7 @@ def test_export_int8_cli(tmp_path, trained, capsys):
     model, weights, tree = trained
     out = tmp_path / "m-int8.onnx"
     assert main(["export", "--weights", str(weights), "--int8", "--images", str(tree), "--calibration", "8",
-                 "--held-out", "8", "--min-agreement", "0", "--dynamic-batch", "--out", str(out)]) == 0
+                 "--held-out", "8", "--min-agreement", "0", "--dynamic-batch", "--output", str(out)]) == 0
     said = capsys.readouterr().out
     assert "int8, top-1 agrees with fp32 on" in said and "of 8 images" in said
     meta = senet.read_metadata(out)
@@ -164,7 +157,7 @@ def test_export_int8_cli(tmp_path, trained, capsys):
     assert meta.classes == [f"class{i}" for i in range(4)]
     # a dataset: its train split calibrates, its test split checks
     assert main(["export", "--weights", str(weights), "--int8", "--dataset", "imagefolder", "--data", str(tree),
-                 "--calibration", "16", "--held-out", "16", "--min-agreement", "0", "--out", str(out)]) == 0
+                 "--calibration", "16", "--held-out", "16", "--min-agreement", "0", "--output", str(out)]) == 0
     assert "of 16 images" in capsys.readouterr().out
     for argv, message in (
         (["--calibration", "8"], "apply to --int8 only"),
@@ -175,7 +168,7 @@ def test_export_int8_cli(tmp_path, trained, capsys):
         (["--int8", "--images", str(tree), "--min-agreement", "120"], "--min-agreement"),
         (["--int8", "--images", str(tmp_path / "missing")], "missing"),
     ):
-        assert main(["export", "--weights", str(weights), "--out", str(tmp_path / "x.onnx"), *argv]) == 2, argv
+        assert main(["export", "--weights", str(weights), "--output", str(tmp_path / "x.onnx"), *argv]) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
     with pytest.raises(SystemExit) as exit_:  # argparse's own check of a count

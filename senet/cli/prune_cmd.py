@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from senet.cli.model_source import add_model_arguments
-from senet.cli.options import add_data, add_device, add_out, add_overrides, add_progress, positive_int, show_progress
+from senet.cli.options import (add_data, add_device, add_out, add_overrides, add_progress, add_skip_corrupt,
+                               positive_int, show_progress)
 
 HELP = ("prune a trained model's channels (SE excitations, L1 norm, BN scale or random) to a FLOPs or channel "
         "target, write it as a senet file; --study compares the criteria")
@@ -41,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", type=positive_int, default=1000, metavar="N",
                    help="training images whose excitations rank the channels (se; default 1000)")
     add_data(p, dataset=True, default="the run's, else searched")
+    add_skip_corrupt(p)
     p.add_argument("--seed", type=int, default=0, help="calibration sample and random order (default 0)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="the pruned .safetensors (default <run>/pruned-<criterion>-<target>.safetensors)")
@@ -84,8 +86,7 @@ def _one(values: list[float] | None, name: str) -> float | None:
 def _prune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from senet.cli.model_source import load_source
-    from senet.data import load_split
+    from senet.cli.model_source import load_data, load_source
     from senet.models import save_weights
     from senet.pruning import check_target, prune
     from senet.pruning.data import calibration, stored_transform, test_error
@@ -106,9 +107,9 @@ def _prune(args: argparse.Namespace) -> int:
         raise ValueError(f"--output {out}: the pruned network is written as .safetensors")
     images = transform = None
     if args.criterion == "se":
-        train = load_split(source.dataset, "train", data=source.data)
+        train = load_data(source, "train")
         images, transform = calibration(train, args.calibration, args.seed), stored_transform(model, train)
-    test = load_split(source.dataset, "test", data=source.data) if args.eval else None
+    test = load_data(source, "test") if args.eval else None
     device = resolve_device(args.device)
     before = test_error(model, test, device=device) if test is not None else None
     model.cpu()

@@ -82,3 +82,10 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` (each one tens of seconds: real-data training, subprocess
+    kill/resume, torchrun) run first: `make test`'s two workers then share the many short tests
+    at the end, instead of one worker finishing a long test alone while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 # state in the checkpoint matters as much as the weights, the optimizer and the data order.
 ARGS = ["--set", "model.name=se_shake_shake26_2x32d", "--set", "data.dataset=imagefolder", "--set", "data.crop=16", "--set", "data.pad=2",
         "--set", "data.batch_size=16", "--set", "data.cutout=6", "--set", "run.checkpoint_every=3",
-        "--set", "run.threads=2", "--epochs", "3", "--no-progress"]
+        "--set", "run.threads=1", "--epochs", "3", "--no-progress"]
 STEPS = 3 * 4  # 64 training images / 16
 
 # Runs the CLI after arranging for a SIGKILL: after optimizer step KILL_STEP, or in the middle

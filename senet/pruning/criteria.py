@@ -33,7 +33,7 @@ from torch import nn
 from senet.errors import SenetError
 from senet.layers.se import SqueezeExcite
 from senet.pruning import CRITERIA
-from senet.pruning.groups import Element, GroupedModel
+from senet.pruning.groups import GroupedModel
 
 Scores = dict[int, list[float]]  # group id -> score of each unit
 

@@ -264,10 +264,9 @@ def _quantize(fp32: Path, out: Path, work: Path, int8: Int8) -> str:
     _global_pools(model.graph)
     keep_float = _se_gate_nodes(model.graph) if int8.se_gate == "float" else []
     onnx.save(model, str(pre))
-    session = onnx_session(pre)
-    name = session.get_inputs()[0].name
-    batch = session_batch(session, int8.batch_size)
-    del session
+    first = model.graph.input[0]  # its batch size where the file fixes one, else ours
+    name, dim = first.name, first.type.tensor_type.shape.dim[0].dim_value
+    batch = dim if dim > 0 else int8.batch_size
     calibration = int8.calibration
     if len(calibration) % batch:  # a file with a fixed batch size: whole batches only
         calibration = calibration[: len(calibration) // batch * batch] if len(calibration) >= batch else \

@@ -290,3 +290,16 @@ def test_study_end_to_end_on_a_tiny_dataset(tmp_path, capsys):
     # the same folder with another fine-tuning configuration: refused, results are never mixed
     assert main([*args, "--set", "optim.lr=0.5"]) == 2
     assert "different configuration" in capsys.readouterr().err
+
+
+def test_speed_up_is_measured_in_eager_and_onnxruntime():
+    """The study's speed figures: the pruned network runs, exported to ONNX as it is, beside the
+    unpruned one, and each engine gets a speed-up and both networks' times."""
+    from senet.pruning.speed import measure_speedup
+
+    unpruned, pruned = _cifar(), _cifar()
+    prune(pruned, ratio=0.5, criterion="l1")
+    with quiet():
+        speeds = measure_speedup(unpruned, pruned, (3, 32, 32), batches=(2,), rounds=1)
+    for engine in ("eager_b2", "onnx_b2"):
+        assert speeds[engine]["speedup"] > 0 and speeds[engine]["pruned_s"] > 0 and speeds[engine]["unpruned_s"] > 0

@@ -116,7 +116,8 @@ def _flops_unit(results: Sequence[CellResult]) -> tuple[str, float]:
     return ("GFLOPs", 1e9) if biggest >= 1e9 else ("MFLOPs", 1e6)
 
 
-def _err(mean: float | None, std: float | None) -> str:
+def mean_std_text(mean: float | None, std: float | None) -> str:
+    """``"12.34 ± 0.56"`` (``"-"`` without a mean, ``"± -"`` without a spread) for the tables."""
     if mean is None:
         return "-"
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f} ± -"
@@ -174,7 +175,7 @@ def markdown_table(plan: StudyPlan, results: Sequence[CellResult]) -> str:
         if has_base:
             d = paired.get(r.cell.id)
             diff = f" {d.text() if d else '-'} |"
-        lines.append(f"| {r.cell.label} | {_err(r.top1_mean, r.top1_std)} | {_err(r.top5_mean, r.top5_std)} |{diff} "
+        lines.append(f"| {r.cell.label} | {mean_std_text(r.top1_mean, r.top1_std)} | {mean_std_text(r.top5_mean, r.top5_std)} |{diff} "
                      f"{r.n} | {params} | {flops} | {paper_err} | {paper_cost} | {_notes(r)} |")
     return "\n".join(lines) + "\n"
 
@@ -307,7 +308,8 @@ def plot_learning_curves(plan: StudyPlan, rows: Sequence[dict[str, Any]], path: 
     save_png(fig, path)
 
 
-def _csv_text(rows: Sequence[dict[str, Any]], empty_header: str) -> str:
+def rows_csv_text(rows: Sequence[dict[str, Any]], empty_header: str) -> str:
+    """Result rows (dicts of one shape) as CSV, floats to 4 places, ``None`` empty."""
     header = list(rows[0]) if rows else [empty_header]
     return csv_text(header, ([("" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for v in row.values()]
                              for row in rows))
@@ -322,9 +324,9 @@ def write_report(plan: StudyPlan, outcomes: Sequence[RunOutcome], out: str | Pat
     out = Path(out)
     results = collect(plan, outcomes)
     rows = result_rows(plan, results)
-    write_text(out / RESULTS_CSV, _csv_text(rows, "study"))
+    write_text(out / RESULTS_CSV, rows_csv_text(rows, "study"))
     curves = learning_curves(plan, out)
-    write_text(out / CURVES_CSV, _csv_text(curves, "cell"))
+    write_text(out / CURVES_CSV, rows_csv_text(curves, "cell"))
     if curves:
         plot_learning_curves(plan, curves, out / CURVES_PNG)
     meta = {k: v for k, v in plan.to_dict().items() if k not in ("cells", "runs", "base_config")}

@@ -28,7 +28,7 @@ def _names(text: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from senet.pruning import CRITERIA
+    from senet.pruning import CALIBRATION, CRITERIA, STUDY_CRITERIA
 
     add_model_arguments(p, bare_model=True)
     target = p.add_mutually_exclusive_group()
@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--criterion", default="se", choices=CRITERIA,
                    help="se: mean SE excitation over training images (the paper's suggestion; default); l1: filter "
                         "L1 norm; bn: batch-norm scale; random")
-    p.add_argument("--calibration", type=positive_int, default=1000, metavar="N",
-                   help="training images whose excitations rank the channels (se; default 1000)")
+    p.add_argument("--calibration", type=positive_int, default=CALIBRATION, metavar="N",
+                   help=f"training images whose excitations rank the channels (se; default {CALIBRATION})")
     add_data(p, dataset=True, default="the run's, else searched")
     add_skip_corrupt(p)
     p.add_argument("--seed", type=int, default=0, help="calibration sample and random order (default 0)")
@@ -58,8 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     study.add_argument("--study", action="store_true",
                        help="prune to each --flops target with each of --criteria, fine-tune each --seeds times, "
                             "report errors, paired differences and measured speed-ups")
-    study.add_argument("--criteria", type=_names, default=["se", "l1", "random"], metavar="A,B",
-                       help="criteria of the study (default se,l1,random)")
+    study.add_argument("--criteria", type=_names, default=list(STUDY_CRITERIA), metavar="A,B",
+                       help=f"criteria of the study (default {','.join(STUDY_CRITERIA)})")
     study.add_argument("--seeds", type=positive_int, default=3, help="fine-tuning seeds per cell (default 3)")
     study.add_argument("--speed-rounds", type=positive_int, default=11, help="interleaved timing rounds (default 11)")
     study.add_argument("--speed-batches", type=lambda t: [int(v) for v in _names(t)], default=[1, 64],
@@ -161,6 +161,7 @@ def _study(args: argparse.Namespace) -> int:
     from senet.analysis.ablate import safe_name
     from senet.errors import SenetError
     from senet.pruning.report import PLOT_PNG, RESULTS_CSV, RESULTS_JSON, TABLE_MD, write_report
+    from senet.pruning import TARGETS
     from senet.pruning.study import plan_prune_study, run_prune_study
 
     if args.ratio is not None:
@@ -174,7 +175,7 @@ def _study(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.device:
         overrides.append({"run": {"device": args.device}})
-    plan = plan_prune_study(base, out, targets=args.flops or [0.7, 0.5], criteria=args.criteria, seeds=args.seeds,
+    plan = plan_prune_study(base, out, targets=args.flops or list(TARGETS), criteria=args.criteria, seeds=args.seeds,
                             recipe=args.recipe, overrides=overrides, epochs=args.epochs, calibration=args.calibration,
                             dataset=args.dataset, data=args.data, speed_batches=args.speed_batches,
                             speed_rounds=args.speed_rounds, onnx=not args.no_onnx)

@@ -17,6 +17,11 @@ from senet.utils.lazy import lazy_exports
 
 #: the pruning criteria (:func:`senet.pruning.criteria.score_units`)
 CRITERIA = ("se", "l1", "bn", "random")
+#: training images whose excitations rank the channels (``se``), by default
+CALIBRATION = 1000
+#: the study's FLOPs targets and criteria, by default (:mod:`senet.pruning.study`)
+TARGETS = (0.7, 0.5)
+STUDY_CRITERIA = ("se", "l1", "random")
 
 _MODULES = {
     "senet.pruning.core": ("FLOPS_TOLERANCE", "UNSUPPORTED", "PruneResult", "check_target", "prune", "zeroed"),
@@ -25,6 +30,6 @@ _MODULES = {
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
-__all__ = sorted([*_EXPORTS, "CRITERIA"])
+__all__ = sorted([*_EXPORTS, "CALIBRATION", "CRITERIA", "STUDY_CRITERIA", "TARGETS"])
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

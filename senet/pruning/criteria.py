@@ -187,7 +187,7 @@ def mean_excitations(model: nn.Module, batches: object, device: torch.device | s
     ``(images, labels)``), keyed by the block's module path. A model without SE blocks, or
     whose blocks excite every channel alike on every image (no signal: removed or never-trained
     blocks), is a :class:`SenetError`."""
-    from senet.analysis.excitation import find_se_blocks, record_excitations
+    from senet.analysis.excitation import record_excitations
 
     name = getattr(getattr(model, "senet_spec", None), "name", type(model).__name__)
     if not any(isinstance(m, SqueezeExcite) for m in model.modules()):
@@ -200,7 +200,7 @@ def mean_excitations(model: nn.Module, batches: object, device: torch.device | s
         exc = record_excitations(model, batches, transform=transform, device=device)
     if len(exc.labels) == 0:
         raise SenetError("criterion 'se' needs calibration images; none were given")
-    blocks = {b.name: b.module for b in find_se_blocks(model)}
+    blocks = {b.name: b.module for b in exc.blocks}  # the blocks the recording found
     means = {blocks[n]: v.double().mean(0) for n, v in exc.values.items()}
     spread = max(float(v.double().std(0).max()) if len(v) > 1 else 0.0 for v in exc.values.values())
     spread = max(spread, max(float(m.max() - m.min()) for m in means.values()))

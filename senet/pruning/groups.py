@@ -83,9 +83,6 @@ class PruningGroup:
     def size(self) -> int:
         return len(self.units)
 
-    def layers(self) -> list[str]:
-        return sorted({p for p, _, _ in self.units[0].elements})
-
 
 @dataclass
 class GroupedModel:
@@ -258,9 +255,9 @@ def group_model(model: nn.Module, input_size: tuple[int, int, int] | None = None
     for (t, r), elements in units.items():
         for e in elements:
             where.setdefault(e, member_of[t, r])
+    widths = layer_widths(model)
     for path in plain:
-        cin = dict(layer_widths(model))[path][0]
-        for i in range(cin):
+        for i in range(widths[path][0]):
             a, b = where.get((path, "out", i)), where.get((path, "in", i))
             if a is not None and b is not None:
                 uf.union(a, b)
@@ -292,4 +289,4 @@ def group_model(model: nn.Module, input_size: tuple[int, int, int] | None = None
         groups.append(group)
         for k, (key, _) in enumerate(members):
             unit_roots[gid, k] = roots_of[key]
-    return GroupedModel(model, groups, layer_widths(model), graph, roots, unit_roots)
+    return GroupedModel(model, groups, widths, graph, roots, unit_roots)

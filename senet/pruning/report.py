@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from senet.analysis.ablate_report import mean_std
+from senet.analysis.ablate_report import mean_std, mean_std_text, rows_csv_text
 from senet.analysis.paired import PairedDifference, paired_difference
 from senet.pruning.study import PruneCell, PruneOutcome, PruneStudyPlan
-from senet.utils.text import csv_text
 
 RESULTS_CSV, RESULTS_JSON, TABLE_MD, PLOT_PNG = "results.csv", "results.json", "table.md", "plot.png"
 
@@ -68,13 +67,6 @@ def paired(results: Sequence[PruneCellResult], key: str = "after") -> dict[tuple
     return out
 
 
-def _err(values: dict[int, float]) -> str:
-    mean, std = mean_std(list(values.values()))
-    if mean is None:
-        return "-"
-    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f} ± -"
-
-
 def _speed(speed: dict[str, Any] | None, key: str) -> str:
     s = (speed or {}).get(key)
     if not s:
@@ -118,7 +110,7 @@ def markdown_table(plan: PruneStudyPlan, results: Sequence[PruneCellResult], bas
         kept = f" ({r.flops_kept:.3f})" if r.flops_kept is not None else ""
         row = (f"| {100 * r.cell.target:g}% | {r.cell.criterion} | {r.params:,} | {r.flops / 1e6:.2f}{kept} | "
                if r.params is not None else f"| {100 * r.cell.target:g}% | {r.cell.criterion} | - | - | ")
-        row += f"{_err(r.before)} | {_err(r.after)} |"
+        row += f"{mean_std_text(*mean_std(list(r.before.values())))} | {mean_std_text(*mean_std(list(r.after.values())))} |"
         for o in others:
             d = diffs.get((r.cell.target, o)) if r.cell.criterion == "se" else None
             row += f" {d.text() if d else '-'} |"
@@ -191,12 +183,6 @@ def plot(plan: PruneStudyPlan, results: Sequence[PruneCellResult], base: dict[st
     save_png(fig, path)
 
 
-def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    header = list(rows[0]) if rows else ["cell"]
-    return csv_text(header, ([("" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for v in row.values()]
-                             for row in rows))
-
-
 def write_report(plan: PruneStudyPlan, outcomes: Sequence[PruneOutcome], speeds: dict[float, dict[str, Any]],
                  out: str | Path, *, command: str | None = None) -> str:
     """Write ``table.md``, ``results.csv``, ``results.json`` and ``plot.png`` into ``out``;
@@ -209,7 +195,7 @@ def write_report(plan: PruneStudyPlan, outcomes: Sequence[PruneOutcome], speeds:
     results = collect(plan, outcomes)
     base = read_json(out / BASE, dict, what="the base model's record") if (out / BASE).is_file() else None
     rows = result_rows(plan, results, speeds)
-    write_text(out / RESULTS_CSV, _csv_text(rows))
+    write_text(out / RESULTS_CSV, rows_csv_text(rows, "cell"))
     meta = {k: v for k, v in plan.to_dict().items() if k not in ("cells", "runs", "finetune_config")}
     write_text(out / RESULTS_JSON, json.dumps({**meta, "command": command, "base_result": base, "cells": rows,
                                                "speed": {str(t): s for t, s in speeds.items()}}, indent=2) + "\n")

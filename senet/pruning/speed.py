@@ -25,7 +25,7 @@ def _timed(fns: dict[str, Callable[[], object]], rounds: int, log: Callable[[str
     for fn in fns.values():  # warm-up (allocator, oneDNN primitives, onnxruntime's first run)
         fn()
     inner = timing.calibrate_inner(fns, MIN_MEASUREMENT_S)
-    stats = timing.compare(fns, repeats=rounds, inner=inner, warmup=1)
+    stats = timing.compare(fns, repeats=rounds, inner=inner, warmup=0)  # warmed up above
     r = timing.ratio(stats, "unpruned", "pruned")
     low, high, coverage = r.ci()
     out = {"speedup": r.median, "ci_low": low, "ci_high": high, "ci_coverage": coverage,
@@ -37,15 +37,14 @@ def _timed(fns: dict[str, Callable[[], object]], rounds: int, log: Callable[[str
 
 
 def _onnx_sessions(models: dict[str, nn.Module], input_size: tuple[int, int, int], folder: Path) -> dict[str, Any]:
-    import onnxruntime as ort
-
     from senet.export import export_model
+    from senet.onnx_runtime import onnx_session
 
     sessions = {}
     for name, model in models.items():
         path = folder / f"{name}.onnx"
         export_model(model, path, format="onnx", input_size=input_size, dynamic_batch=True)
-        sessions[name] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        sessions[name] = onnx_session(path)
     return sessions
 
 
@@ -79,6 +78,7 @@ def measure_speedup(
                 x = torch.randn((b, *input_size), generator=torch.Generator().manual_seed(b)).numpy()
                 if log is not None:
                     log(f"  onnxruntime, batch {b}")
-                out[f"onnx_b{b}"] = _timed({k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()},
+                out[f"onnx_b{b}"] = _timed({k: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x}))
+                                            for k, s in sessions.items()},
                                            rounds, log)
     return out

@@ -30,13 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from senet.errors import ConfigError, SenetError
+from senet.pruning import CALIBRATION, STUDY_CRITERIA, TARGETS
 from senet.pruning.criteria import check_criterion
 
 STUDY = "prune"
-TARGETS = (0.7, 0.5)
-STUDY_CRITERIA = ("se", "l1", "random")
 FINETUNE_RECIPE = "finetune"
-CALIBRATION = 1000
 PRUNED, RECORD, FINETUNE = "pruned.safetensors", "prune.json", "finetune"
 
 
